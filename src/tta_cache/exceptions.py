@@ -1,0 +1,73 @@
+"""The one exception tree of tta-cache.
+
+::
+
+    CacheError
+    ├── ConfigurationError (ValueError)      bad settings: missing signing key, unknown serializer, ...
+    │   └── TemplateError                    a key/tag template names a parameter the function lacks
+    ├── KeyEncodingError (TypeError)         an argument cannot be part of a key
+    ├── SerializationError (TypeError)       a value cannot be encoded by the configured serializer
+    ├── DecodeError                          a payload is corrupt, foreign, truncated or unsigned
+    ├── BackendError                         Redis failed (down, slow, refused); wraps the redis-py error
+    │   └── BackendTimeout (TimeoutError)    an operation exceeded ``op_timeout``
+    ├── LeaseTimeout (TimeoutError)          waited ``lock_timeout`` for another holder's fill
+    └── ComputeTimeout (TimeoutError)        the decorated function exceeded its ``hard_timeout``
+
+Redis errors are translated into :class:`BackendError` in one place (``redis_tier``); callers of a
+decorated function only see one when ``on_error="raise"``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendTimeout",
+    "CacheError",
+    "ComputeTimeout",
+    "ConfigurationError",
+    "DecodeError",
+    "KeyEncodingError",
+    "LeaseTimeout",
+    "SerializationError",
+    "TemplateError",
+]
+
+
+class CacheError(Exception):
+    """Root of every error tta-cache raises."""
+
+
+class ConfigurationError(CacheError, ValueError):
+    """The cache or a decorator was configured with settings that cannot work."""
+
+
+class TemplateError(ConfigurationError):
+    """A key or tag template does not fit the decorated function's signature."""
+
+
+class KeyEncodingError(CacheError, TypeError):
+    """An argument of a cached call cannot be encoded into a key."""
+
+
+class SerializationError(CacheError, TypeError):
+    """A value cannot be encoded by the configured serializer."""
+
+
+class DecodeError(CacheError):
+    """A stored payload cannot be decoded: corrupt, foreign, truncated, unsigned or tampered."""
+
+
+class BackendError(CacheError):
+    """The Redis tier failed; ``__cause__`` is the redis-py or socket error."""
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    """A Redis operation did not answer within ``op_timeout``."""
+
+
+class LeaseTimeout(CacheError, TimeoutError):
+    """A waiter gave up on another process's lease after ``lock_timeout``."""
+
+
+class ComputeTimeout(CacheError, TimeoutError):
+    """The decorated function did not return within its hard timeout."""
