@@ -3,12 +3,12 @@
 ::
 
     CacheError
-    ├── ConfigurationError (ValueError)      bad settings: missing signing key, unknown serializer, ...
+    ├── ConfigurationError (ValueError)      bad settings (no signing key, unknown serializer, ...)
     │   └── TemplateError                    a key/tag template names a parameter the function lacks
     ├── KeyEncodingError (TypeError)         an argument cannot be part of a key
     ├── SerializationError (TypeError)       a value cannot be encoded by the configured serializer
     ├── DecodeError                          a payload is corrupt, foreign, truncated or unsigned
-    ├── BackendError                         Redis failed (down, slow, refused); wraps the redis-py error
+    ├── BackendError                         Redis failed (down, slow, refused); wraps redis-py's
     │   └── BackendTimeout (TimeoutError)    an operation exceeded ``op_timeout``
     ├── LeaseTimeout (TimeoutError)          waited ``lock_timeout`` for another holder's fill
     └── ComputeTimeout (TimeoutError)        the decorated function exceeded its ``hard_timeout``

@@ -1,0 +1,506 @@
+"""The public :class:`Cache`: configuration, decorators, raw access, invalidation, stats, health."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from .codecs import Codec, Serializer
+from .decorators import (
+    AsyncCachedFunction,
+    CachedFunction,
+    P,
+    Spec,
+    TagSpec,
+    cached_wrapper,
+    invalidating_wrapper,
+    invalidation_templates,
+    lazy,
+)
+from .engine import _MISSING, Call, Engine
+from .exceptions import ConfigurationError, TemplateError
+from .keys import NAMESPACE_TAG, check_name, tag
+from .policy import CircuitBreaker, Freshness
+from .redis_tier import RedisConfig, mask_url
+
+__all__ = ["DEFAULT_TTL", "Cache", "configure", "default_cache"]
+
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TTL: dict[str, float] = {
+    "session": 86_400,  # 24 hours
+    "character": 7_200,  # 2 hours
+    "narrative": 1_800,  # 30 minutes
+    "emotional": 3_600,  # 1 hour
+    "therapeutic": 604_800,  # 1 week
+    "user_preferences": 2_592_000,  # 30 days
+}
+"""The seed's TTL per kind of TTA state, in seconds."""
+
+_ON_ERROR = ("ignore", "raise")
+
+
+class Cache:
+    """A two-tier cache (L1 in-process, L2 Redis) for sync and async functions alike.
+
+    ``redis_url=None`` keeps everything in-process (the embedded default); otherwise
+    ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        namespace: str = "tta",
+        local_maxsize: int = 10_000,
+        ttl: Mapping[str, float] | None = None,
+        default_ttl: float = 3_600,
+        stale_ttl: float = 0.0,
+        jitter: float = 0.1,
+        beta: float = 1.0,
+        serializer: str | Serializer = "json",
+        compress_min_bytes: int | None = 1024,
+        signing_key: bytes | str | Sequence[bytes | str] | None = None,
+        on_error: str = "ignore",
+        op_timeout: float = 0.25,
+        lock_timeout: float = 5.0,
+        max_connections: int = 50,
+        health_check_interval: float = 30.0,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        redis_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_name("namespace", namespace)
+        if on_error not in _ON_ERROR:
+            raise ConfigurationError(f"on_error must be one of {_ON_ERROR}, not {on_error!r}")
+        if local_maxsize < 0:
+            raise ConfigurationError("local_maxsize must be >= 0 (0 turns L1 off)")
+        self.namespace = namespace
+        self.redis_url = redis_url
+        self.ttl = {**DEFAULT_TTL, **(ttl or {})}
+        self.default_ttl = default_ttl
+        self._fresh_defaults = {"stale_ttl": stale_ttl, "jitter": jitter, "beta": beta}
+        self.on_error = on_error
+        cfg = None
+        if redis_url is not None:
+            cfg = RedisConfig.from_url(
+                redis_url,
+                op_timeout=op_timeout,
+                max_connections=max_connections,
+                health_check_interval=health_check_interval,
+                extra=dict(redis_options or {}),
+            )
+        self.engine = Engine(
+            namespace=namespace,
+            redis=cfg,
+            local_maxsize=local_maxsize,
+            codec=Codec(serializer, compress_min_bytes=compress_min_bytes, signing_key=signing_key),
+            on_error=on_error,
+            lock_timeout=lock_timeout,
+            clock=clock,
+            rng=rng,
+            breaker=breaker,
+        )
+        for freshness in map(self.freshness, self.ttl):
+            self.engine.note_ttl(freshness)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Cache:
+        """A cache for ``url`` (``redis://``, ``redis+sentinel://``, ``redis+cluster://``)."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        where = mask_url(self.redis_url) if self.redis_url else "local only"
+        return f"<tta_cache.Cache namespace={self.namespace!r} {where}>"
+
+    # ------------------------------------------------------------------ configuration helpers
+
+    def freshness(self, kind: str, ttl: float | None = None, **overrides: float) -> Freshness:
+        """The :class:`Freshness` for ``kind`` (its TTL from the table unless ``ttl`` is given)."""
+        seconds = ttl if ttl is not None else self.ttl.get(kind, self.default_ttl)
+        return Freshness(ttl=seconds, **{**self._fresh_defaults, **overrides})
+
+    def _on_error(self, on_error: str | None) -> str:
+        if on_error is None:
+            return self.on_error
+        if on_error not in _ON_ERROR:
+            raise ConfigurationError(f"on_error must be one of {_ON_ERROR}, not {on_error!r}")
+        return on_error
+
+    # ------------------------------------------------------------------ decorators
+
+    @overload
+    def cached(self, func: Callable[P, Awaitable[R]], /) -> AsyncCachedFunction[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def cached(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+    @overload
+    def cached(
+        self,
+        func: None = None,
+        /,
+        *,
+        kind: str = "default",
+        ttl: float | None = None,
+        stale_ttl: float | None = None,
+        tags: Sequence[TagSpec] = (),
+        key: TagSpec | None = None,
+        lock: bool = False,
+        on_error: str | None = None,
+        include_self: bool = False,
+    ) -> _Decorator: ...
+    def cached(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        kind: str = "default",
+        ttl: float | None = None,
+        stale_ttl: float | None = None,
+        tags: Sequence[TagSpec] = (),
+        key: TagSpec | None = None,
+        lock: bool = False,
+        on_error: str | None = None,
+        include_self: bool = False,
+    ) -> Any:
+        """Cache a function's results: L1, then Redis, then the function (sync or async).
+
+        ``tags`` are templates (``"user:{user_id}"``) or callables; ``key`` replaces the argument
+        part of the key; ``lock=True`` adds a Redis lease so a cold key computes once across
+        processes. Templates are checked against the signature now, not at the first call.
+        """
+        fresh_overrides = {} if stale_ttl is None else {"stale_ttl": stale_ttl}
+
+        def decorate(f: Callable[..., Any]) -> Any:
+            spec: Spec[Any] = Spec(
+                f,
+                namespace=self.namespace,
+                kind=kind,
+                freshness=self.freshness(kind, ttl, **fresh_overrides),
+                tags=tags,
+                key=key,
+                lock=lock,
+                on_error=self._on_error(on_error),
+                include_self=include_self,
+            )
+            return cached_wrapper(self, spec)
+
+        return decorate(func) if func is not None else decorate
+
+    @overload
+    def cached_session(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Awaitable[R]], /
+    ) -> AsyncCachedFunction[P, R]: ...
+    @overload
+    def cached_session(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+    @overload
+    def cached_session(self, func: None = None, /, **options: Any) -> _Decorator: ...
+    def cached_session(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``cached(kind="session")`` tagged ``session:{session_id}`` (+ ``user:{user_id}``)."""
+
+        def decorate(f: Callable[..., Any]) -> Any:
+            return self.cached(**session_options(f, options))(f)
+
+        return decorate(func) if func is not None else decorate
+
+    def invalidates(
+        self, *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec
+    ) -> Callable[[F], F]:
+        """After the decorated call succeeds, invalidate the named tags in every process.
+
+        ``@cache.invalidates(user="{user_id}")`` invalidates ``user:<user_id>``; ``tags=`` takes
+        whole-tag templates (``"session:{sid}"``).
+        """
+
+        def decorate(f: F) -> F:
+            render = invalidation_templates(f, dict(tag_templates), tags)
+            return invalidating_wrapper(lambda: self, f, render, on_error)  # type: ignore[return-value]
+
+        return decorate
+
+    # ------------------------------------------------------------------ invalidation
+
+    @staticmethod
+    def _tags(tags: Iterable[str], named: Mapping[str, object]) -> list[str]:
+        out = [tag(name, value) for name, value in named.items()]
+        out.extend(tags)
+        return out
+
+    def invalidate(
+        self, *, tags: Iterable[str] = (), on_error: str | None = None, **named: object
+    ) -> None:
+        """Invalidate tags in every process: ``invalidate(user="u1", session="s9")`` or
+        ``invalidate(tags=["custom:x"])``. When this returns, this process serves nothing older
+        (I1); other processes stop within milliseconds (I2)."""
+        all_tags = self._tags(tags, named)
+        self.engine.run(self.engine.invalidate_flow(all_tags, (), self._on_error(on_error)))
+
+    async def ainvalidate(
+        self, *, tags: Iterable[str] = (), on_error: str | None = None, **named: object
+    ) -> None:
+        """Async :meth:`invalidate`."""
+        all_tags = self._tags(tags, named)
+        await self.engine.arun(self.engine.invalidate_flow(all_tags, (), self._on_error(on_error)))
+
+    def invalidate_all(self, *, on_error: str | None = None) -> None:
+        """Invalidate every entry of this namespace (bumps the namespace epoch)."""
+        self.invalidate(tags=[NAMESPACE_TAG], on_error=on_error)
+
+    def delete_keys(self, keys: Sequence[str], *, on_error: str | None = None) -> None:
+        """Delete exact Redis keys everywhere (per-call invalidation)."""
+        self.engine.run(self.engine.invalidate_flow((), keys, self._on_error(on_error)))
+
+    async def adelete_keys(self, keys: Sequence[str], *, on_error: str | None = None) -> None:
+        await self.engine.arun(self.engine.invalidate_flow((), keys, self._on_error(on_error)))
+
+    # ------------------------------------------------------------------ raw access
+
+    def _raw_call(
+        self, key: str, kind: str | None = None, tags: Iterable[str] = (), ttl: float | None = None
+    ) -> Call:
+        redis_key = self.engine.raw_key(key)
+        all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))
+        return Call(
+            key=redis_key,
+            local_key=("raw", redis_key),
+            tags=all_tags,
+            tag_keys=tuple(map(self.engine.tag_key, all_tags)),
+            freshness=self.freshness(kind or "default", ttl),
+            on_error=self.on_error,
+            kind=kind or "default",
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key`` (L1, then Redis), or ``default``."""
+        value = self.engine.run(self.engine.get_flow([self._raw_call(key)], self.on_error))[0]
+        return default if value is _MISSING else value
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        flow = self.engine.get_flow([self._raw_call(key)], self.on_error)
+        value = (await self.engine.arun(flow))[0]
+        return default if value is _MISSING else value
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The keys found, in one Redis round trip for those L1 does not hold."""
+        keys = list(keys)
+        values = self.engine.run(
+            self.engine.get_flow([self._raw_call(k) for k in keys], self.on_error)
+        )
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        keys = list(keys)
+        flow = self.engine.get_flow([self._raw_call(k) for k in keys], self.on_error)
+        values = await self.engine.arun(flow)
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        kind: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Store ``value`` under ``key`` in both tiers, stamped with its tags' current versions."""
+        call = self._raw_call(key, kind, tags, ttl)
+        self.engine.run(self.engine.set_flow([(call, value)], self.on_error))
+
+    async def aset(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        kind: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        call = self._raw_call(key, kind, tags, ttl)
+        await self.engine.arun(self.engine.set_flow([(call, value)], self.on_error))
+
+    def set_many(
+        self,
+        items: Mapping[str, Any],
+        ttl: float | None = None,
+        kind: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Store many values in one pipeline."""
+        tags = tuple(tags)
+        pairs = [(self._raw_call(k, kind, tags, ttl), v) for k, v in items.items()]
+        self.engine.run(self.engine.set_flow(pairs, self.on_error))
+
+    async def aset_many(
+        self,
+        items: Mapping[str, Any],
+        ttl: float | None = None,
+        kind: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        tags = tuple(tags)
+        pairs = [(self._raw_call(k, kind, tags, ttl), v) for k, v in items.items()]
+        await self.engine.arun(self.engine.set_flow(pairs, self.on_error))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` from every process's L1 and from Redis."""
+        self.delete_keys([self.engine.raw_key(key)])
+
+    async def adelete(self, key: str) -> None:
+        await self.adelete_keys([self.engine.raw_key(key)])
+
+    # ------------------------------------------------------------------ observability
+
+    def stats(self) -> dict[str, Any]:
+        """Hits, misses, hit_rate, average_response_time, operations_per_second,
+        total_operations, errors (the seed's dict), plus decode_errors and per-tier figures."""
+        local = self.engine.local
+        with local.lock:
+            hits, misses, size = local.hits, local.misses, len(local)
+        out = self.engine.stats.snapshot(hits, misses, size)
+        sub = self.engine.subscriber
+        out["channel"] = {
+            **self.engine.health_state(),
+            "state_changes": sub.state_changes if sub else 0,
+            "messages": sub.messages if sub else 0,
+        }
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats."""
+        from .health import check
+
+        return check(self)
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Block until the invalidation channel is up; True if it is."""
+        return self.engine.wait_ready(timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop the channel thread and close connections."""
+        self.engine.close()
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Cache:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _Decorator:
+    """What ``cache.cached(...)`` returns: apply it to a function."""
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> AsyncCachedFunction[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+    def __call__(self, func: Callable[..., Any], /) -> Any: ...
+
+
+def session_options(func: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``cached_session``'s options for ``func``: kind and the session (and user) tags."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    if "session_id" not in params:
+        raise TemplateError(
+            f"cached_session needs a 'session_id' parameter; {func.__qualname__} has "
+            f"{tuple(params)}"
+        )
+    tags = ["session:{session_id}"] + (["user:{user_id}"] if "user_id" in params else [])
+    return {"kind": "session", **options, "tags": (*tags, *options.get("tags", ()))}
+
+
+# ---------------------------------------------------------------------- the default cache
+
+_default: Cache | None = None
+_default_lock = threading.Lock()
+_default_options: dict[str, Any] = {}
+
+
+def configure(redis_url: str | None = None, **options: Any) -> Cache:
+    """Configure the default cache behind ``tta_cache.cached`` & co; returns it.
+
+    Decorators applied before this call bind to the configured cache at their first call.
+    """
+    global _default
+    with _default_lock:
+        old, _default = _default, None
+        _default_options.clear()
+        _default_options.update(options, redis_url=redis_url)
+    if old is not None:
+        old.close()
+    return default_cache()
+
+
+def default_cache() -> Cache:
+    """The default cache: as configured, else ``TTA_CACHE_REDIS_URL`` or local only."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                options = dict(_default_options)
+                if "redis_url" not in options:
+                    options["redis_url"] = os.environ.get("TTA_CACHE_REDIS_URL") or None
+                _default = Cache(**options)
+    return _default
+
+
+def module_cached(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """``tta_cache.cached``: like :meth:`Cache.cached` on the default cache, bound lazily."""
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        Spec(
+            f,
+            namespace="tta",
+            kind=options.get("kind", "default"),
+            freshness=Freshness(1.0),
+            tags=options.get("tags", ()),
+            key=options.get("key"),
+            lock=False,
+            on_error="ignore",
+        )
+        return lazy(default_cache, lambda c: c.cached(**options)(f), f)
+
+    return decorate(func) if func is not None else decorate
+
+
+def module_cached_session(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """``tta_cache.cached_session`` on the default cache, bound lazily."""
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        return module_cached(**session_options(f, options))(f)
+
+    return decorate(func) if func is not None else decorate
+
+
+def module_invalidates(
+    *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec
+) -> Callable[[F], F]:
+    """``tta_cache.invalidates`` on the default cache."""
+
+    def decorate(f: F) -> F:
+        render = invalidation_templates(f, dict(tag_templates), tags)
+        return invalidating_wrapper(default_cache, f, render, on_error)  # type: ignore[return-value]
+
+    return decorate

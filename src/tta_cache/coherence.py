@@ -1,0 +1,310 @@
+"""Coherence: the process-local tag-version map and the invalidation channel that keeps it current.
+
+Every entry is stamped with the versions of its tags read *before* it was computed (DESIGN.md §4).
+:class:`TagVersions` is this process's view of the current versions; an entry is valid while every
+stamped version equals the current one. ``gen`` moves whenever any version or the trust state moves,
+so an L1 hit only compares one integer unless something changed since the entry was last checked.
+
+While the :class:`Subscriber` holds the channel ``<namespace>:invalidate`` the map is *trusted*: L1
+and L2 hits are validated against it with no round trip. When the channel drops (restart, CLIENT
+KILL, a silent network cut caught by a PING deadline) the map is distrusted at once: L1 serves no
+tagged entry and L2 reads fetch versions in the same round trip, until the channel is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .keys import NAMESPACE_TAG
+from .policy import backoff
+
+__all__ = ["Message", "Subscriber", "TagVersions"]
+
+log = logging.getLogger("tta_cache.coherence")
+
+Stamp = tuple[tuple[str, int], ...]
+
+
+class TagVersions:
+    """This process's map tag -> current version, bounded, with a trust flag and pending tags.
+
+    Reads are lock-free (dict lookups under the GIL); every change happens under ``lock`` and then
+    bumps ``gen``. Versions only grow (they start at the Redis server's clock), so a fetched and a
+    pushed version are merged by taking the larger.
+    """
+
+    def __init__(self, maxsize: int = 100_000, *, trusted: bool = False) -> None:
+        # A plain dict: lock-free reads; when full, the oldest tags are dropped (refetched on use).
+        self._map: dict[str, int] = {}
+        self.maxsize = maxsize
+        self.lock = threading.Lock()
+        self.gen = 0
+        self.epoch = 0  # moves on every trust change: a fetch begun before it must not be merged
+        self.trusted = trusted
+        self.pending: frozenset[str] = frozenset()  # tags whose invalidation has not reached Redis
+        self.pending_all = False  # the pending queue overflowed: nothing is valid until drained
+
+    def get(self, tag: str) -> int | None:
+        return self._map.get(tag)
+
+    def snapshot(self, tags: Sequence[str]) -> Stamp | None:
+        """The current versions of ``tags`` if all are known and trusted, else None."""
+        if not self.trusted:
+            return None
+        m = self._map
+        try:
+            return tuple([(t, m[t]) for t in tags])
+        except KeyError:
+            return None
+
+    def valid(self, stamp: Stamp) -> bool:
+        """Whether an entry with this stamp may be served without asking Redis."""
+        if self.pending_all:
+            return False
+        if not self.trusted:
+            # Untrusted: only untagged entries (stamped with the namespace epoch alone) are served,
+            # as DESIGN.md's I2 allows; tagged entries need the channel.
+            return len(stamp) == 1 and stamp[0][0] == NAMESPACE_TAG and not self.pending
+        m = self._map
+        pending = self.pending
+        for t, v in stamp:
+            if m.get(t) != v or t in pending:
+                return False
+        return True
+
+    def behind(self, stamp: Stamp) -> bool:
+        """Whether a newer version of any stamped tag is known (the entry is certainly stale)."""
+        if self.pending_all:
+            return True
+        m = self._map
+        pending = self.pending
+        for t, v in stamp:
+            cur = m.get(t)
+            if (cur is not None and cur > v) or t in pending:
+                return True
+        return False
+
+    def merge(self, versions: Iterable[tuple[str, int]], epoch: int | None = None) -> bool:
+        """Take the larger of each known and given version; returns whether a known one moved.
+
+        A fetch passes the ``epoch`` it began in: if the channel came or went since, the fetched
+        versions may predate pushes this process never saw, so they are not kept.
+        """
+        moved = False
+        with self.lock:
+            if epoch is not None and (epoch != self.epoch or not self.trusted):
+                return False
+            m = self._map
+            for t, v in versions:
+                cur = m.get(t)
+                if cur is None or v > cur:
+                    m[t] = v
+                    moved = moved or cur is not None
+            if len(m) > self.maxsize:
+                for t in list(m)[: len(m) - self.maxsize + self.maxsize // 10]:
+                    del m[t]
+            if moved:
+                self.gen += 1
+        return moved
+
+    def distrust(self) -> None:
+        with self.lock:
+            self.trusted = False
+            self._map.clear()
+            self.epoch += 1
+            self.gen += 1
+
+    def trust(self) -> None:
+        with self.lock:
+            self._map.clear()  # refetched on first use: nothing pushed while away is missed
+            self.trusted = True
+            self.epoch += 1
+            self.gen += 1
+
+    def set_pending(self, tags: frozenset[str], *, overflow: bool = False) -> None:
+        with self.lock:
+            self.pending = tags
+            self.pending_all = overflow
+            self.gen += 1
+
+    def bump_local(self, tags: Sequence[str]) -> tuple[int, ...]:
+        """Local-only mode: the map is the source of truth; versions start at the clock."""
+        with self.lock:
+            out = []
+            for t in tags:
+                v = self._map.get(t)
+                v = (v + 1) if v is not None else time.time_ns() // 1000
+                self._map[t] = v
+                out.append(v)
+            self.gen += 1
+            return tuple(out)
+
+    def init_local(self, tags: Sequence[str]) -> Stamp:
+        """Local-only mode: versions of ``tags``, created at the clock on first use."""
+        with self.lock:
+            m = self._map
+            now = time.time_ns() // 1000
+            return tuple([(t, m.setdefault(t, now)) for t in tags])
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+class Message:
+    """An invalidation on the channel: JSON ``{"o": origin, "t": ns, "tags": [...], "v": [...]}``
+    (tag bumps) or ``{"o": origin, "t": ns, "k": [keys]}`` (per-call invalidation)."""
+
+    __slots__ = ("keys", "origin", "sent_ns", "versions")
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.origin = str(data.get("o", ""))
+        self.sent_ns = int(data.get("t", 0))
+        tags = data.get("tags") or ()
+        self.versions: tuple[tuple[str, int], ...] = tuple(
+            zip(map(str, tags), map(int, data.get("v") or ()), strict=False)
+        )
+        self.keys: tuple[str, ...] = tuple(map(str, data.get("k") or ()))
+
+    @staticmethod
+    def head(origin: str, tags: Sequence[str]) -> str:
+        """The JSON prefix the bump script completes with the new versions."""
+        return json.dumps({"o": origin, "t": time.time_ns(), "tags": list(tags)})[:-1]
+
+    @staticmethod
+    def for_keys(origin: str, keys: Sequence[str]) -> bytes:
+        return json.dumps({"o": origin, "t": time.time_ns(), "k": list(keys)}).encode()
+
+
+class Subscriber:
+    """A daemon thread holding the invalidation channel; one per ``Cache`` with Redis.
+
+    ``on_message`` applies a message (the engine's handler); ``on_state`` hears ``True`` once
+    subscribed and ``False`` when the channel is lost. A PING with a deadline every
+    ``ping_interval`` seconds catches a silent cut. ``tick`` runs on every loop turn (the engine
+    uses it to retry queued invalidations while connected).
+    """
+
+    def __init__(
+        self,
+        make_client: Callable[[], Any],
+        channel: str,
+        on_message: Callable[[Message], None],
+        on_state: Callable[[bool], None],
+        *,
+        tick: Callable[[], None] | None = None,
+        ping_interval: float = 1.0,
+        ping_deadline: float = 1.0,
+    ) -> None:
+        self._make_client = make_client
+        self.channel = channel
+        self._on_message = on_message
+        self._on_state = on_state
+        self._tick = tick
+        self.ping_interval = ping_interval
+        self.ping_deadline = ping_deadline
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+        self.connected = threading.Event()
+        self.state_changes = 0
+        self.reconnects = 0
+        self.messages = 0
+        self.last_error: str | None = None
+        self.lags: deque[float] = deque(maxlen=4096)  # seconds from publish to receipt
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="tta-cache-coherence", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()  # the loop notices within one get_message timeout and closes itself
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def kick(self) -> None:
+        """Drop the connection (tests and health checks use it to force a resubscribe)."""
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            pubsub.connection.disconnect()
+
+    def _set_state(self, up: bool) -> None:
+        if up == self.connected.is_set():
+            return
+        self.state_changes += 1
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        self._on_state(up)
+
+    def _run(self) -> None:
+        failures = 0
+        rnd = random.Random()
+        while not self._stop.is_set():
+            try:
+                self._session()
+                failures = 0
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("invalidation channel lost: %s", self.last_error)
+            self._set_state(False)
+            if self._stop.is_set():
+                break
+            failures += 1
+            self.reconnects += 1
+            self._stop.wait(backoff(failures, base=0.02, cap=1.0, rnd=rnd.random()))
+
+    def _session(self) -> None:
+        client = self._make_client()
+        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        self._pubsub = pubsub
+        try:
+            pubsub.subscribe(self.channel)
+            last_seen = time.monotonic()
+            last_ping = last_seen
+            while not self._stop.is_set():
+                msg = pubsub.get_message(timeout=min(0.2, self.ping_interval))
+                now = time.monotonic()
+                if msg is not None:
+                    last_seen = now
+                    kind = msg.get("type")
+                    if kind == "subscribe":
+                        self._set_state(True)
+                    elif kind == "message":
+                        self._handle(msg["data"])
+                    # "pong" only refreshes last_seen
+                if self._tick is not None and self.connected.is_set():
+                    self._tick()
+                if now - last_ping >= self.ping_interval:
+                    pubsub.ping()
+                    last_ping = now
+                if now - last_seen > self.ping_interval + self.ping_deadline:
+                    raise TimeoutError("no answer to PING on the invalidation channel")
+        finally:
+            self._pubsub = None
+            try:
+                pubsub.close()
+                client.close()
+            except Exception:
+                log.debug("closing pubsub failed", exc_info=True)
+
+    def _handle(self, data: bytes | str) -> None:
+        try:
+            message = Message(json.loads(data))
+        except (ValueError, TypeError):
+            log.warning("ignored a malformed invalidation message")
+            return
+        self.messages += 1
+        if message.sent_ns:
+            self.lags.append(max(0.0, (time.time_ns() - message.sent_ns) / 1e9))
+        self._on_message(message)

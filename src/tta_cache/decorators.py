@@ -1,0 +1,362 @@
+"""Decorators: signatures, templates and kinds, turned into calls of the engine. Nothing of Redis.
+
+A wrapper is specialised once, at decoration time (sync or async, with or without L1, method or
+function), so the L1 hit path has no configuration branches: bind the arguments, look up one LRU
+map under its lock, compare a generation number and an expiry instant, return.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from .engine import _MISSING, Call
+from .exceptions import TemplateError
+from .keys import NAMESPACE_TAG, Template, check_name, encode_args, escape, function_id, hash_tag
+from .policy import Freshness
+
+if TYPE_CHECKING:
+    from .cache import Cache
+
+if typing.TYPE_CHECKING or hasattr(typing, "ParamSpec"):
+    from typing import ParamSpec
+else:  # pragma: no cover
+    from typing_extensions import ParamSpec
+
+__all__ = [
+    "AsyncCachedFunction",
+    "CachedFunction",
+    "Spec",
+    "cached_wrapper",
+    "invalidating_wrapper",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+TagSpec = str | Callable[[typing.Mapping[str, Any]], object]
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """A function decorated with ``@cache.cached`` (sync)."""
+
+    __wrapped__: Callable[..., Any]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+
+
+class AsyncCachedFunction(Protocol[P, R_co]):
+    """A coroutine function decorated with ``@cache.cached``; ``invalidate`` is awaitable."""
+
+    __wrapped__: Callable[..., Any]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+
+
+def _return_hint(func: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(func).get("return")
+    except Exception:
+        return None
+
+
+class Spec(Generic[R]):
+    """What a decorator knows of its function: parameters, templates, kind, freshness."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        namespace: str,
+        kind: str,
+        freshness: Freshness,
+        tags: Sequence[TagSpec],
+        key: TagSpec | None,
+        lock: bool,
+        on_error: str,
+        include_self: bool = False,
+    ) -> None:
+        check_name("kind", kind)
+        self.func = func
+        self.sig = inspect.signature(func)
+        params = list(self.sig.parameters.values())
+        # Methods: ``self``/``cls`` comes through the descriptor protocol; it is not in the key.
+        self.skip_first = not include_self and bool(params) and params[0].name in ("self", "cls")
+        self.key_sig = self.sig.replace(parameters=params[1:]) if self.skip_first else self.sig
+        key_params = list(self.key_sig.parameters.values())
+        self.names = tuple(p.name for p in key_params)
+        self.simple = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in key_params
+        )
+        self.arity = len(params)
+        all_names = [p.name for p in params]
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        where = f"{function_id(func)}"
+        self.tag_templates = tuple(
+            Template(t, all_names, where="tags", func_name=where, accepts_any=accepts_any)
+            for t in tags
+        )
+        self.key_template = (
+            Template(key, all_names, where="key", func_name=where, accepts_any=accepts_any)
+            if key is not None
+            else None
+        )
+        self.kind = kind
+        self.freshness = freshness
+        self.lock = lock
+        self.on_error = on_error
+        self.function = function_id(func)
+        self.type_hint = _return_hint(func)
+        session = "session_id" in self.names
+        self.prefix = f"{namespace}:{kind}:"
+        self.session_hash = session
+        self.is_async = inspect.iscoroutinefunction(func)
+
+    def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Bound argument values in parameter order (defaults applied; ``self`` dropped)."""
+        if not kwargs and len(args) == self.arity and self.simple:
+            return args[1:] if self.skip_first else args
+        bound = self.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        vals = tuple(bound.arguments.values())
+        return vals[1:] if self.skip_first else vals
+
+    def key_values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Like :meth:`values` for ``.invalidate``/``.cache_key``, which take no ``self``."""
+        bound = self.key_sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return tuple(bound.arguments.values())
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def redis_key(self, vals: tuple[Any, ...], arguments: typing.Mapping[str, Any]) -> str:
+        if self.key_template is not None:
+            argpart = self.key_template.render(arguments)
+        else:
+            argpart = encode_args(vals, self.names)
+        if self.session_hash:
+            sid = hash_tag(arguments["session_id"])
+            return f"{self.prefix}{sid}:{self.function}:{argpart}"
+        return f"{self.prefix}{self.function}:{argpart}"
+
+    def call(
+        self, vals: tuple[Any, ...], local_key: Any, engine_tag_key: Callable[[str], str]
+    ) -> Call:
+        arguments = dict(zip(self.names, vals, strict=True))
+        tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
+        tags = tuple(dict.fromkeys(tags))
+        return Call(
+            key=self.redis_key(vals, arguments),
+            local_key=local_key,
+            tags=tags,
+            tag_keys=tuple(engine_tag_key(t) for t in tags),
+            freshness=self.freshness,
+            type_hint=self.type_hint,
+            on_error=self.on_error,
+            kind=self.kind,
+            function=self.function,
+            lock=self.lock,
+        )
+
+
+def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
+    """Build the specialised wrapper for ``spec`` bound to ``cache``'s engine."""
+    engine = cache.engine
+    func = spec.func
+    local = engine.local
+    data = local.data
+    lock = local.lock
+    versions = engine.versions
+    clock = engine.clock
+    token = object()  # this function's identity in the shared L1
+    arity = spec.arity
+    fast = spec.simple and not spec.skip_first
+    values = spec.values
+    tag_key = engine.tag_key
+    lookup = engine.local_lookup
+    engine.note_ttl(spec.freshness)
+
+    def slow(vals: tuple[Any, ...], lkey: Any) -> tuple[Any, Call]:
+        value = lookup(lkey)
+        return value, spec.call(vals, lkey, tag_key)
+
+    if spec.is_async:
+
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
+            lkey: Any = (token, vals, tuple(map(type, vals)))
+            with lock:
+                try:
+                    e = data.get(lkey)
+                except TypeError:
+                    e = None
+                    lkey = None
+                if e is not None and e.gen == versions.gen and e.expires > clock():
+                    local.hits += 1
+                    return e.value
+            value, call = slow(vals, lkey)
+            if value is not _MISSING:
+                return value
+            return await engine.aload(call, lambda: func(*args, **kwargs))
+
+        wrapper: Callable[..., Any] = awrapper
+    else:
+
+        def swrapper(*args: Any, **kwargs: Any) -> Any:
+            vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
+            lkey: Any = (token, vals, tuple(map(type, vals)))
+            with lock:
+                try:
+                    e = data.get(lkey)
+                except TypeError:
+                    e = None
+                    lkey = None
+                if e is not None and e.gen == versions.gen and e.expires > clock():
+                    local.hits += 1
+                    return e.value
+            value, call = slow(vals, lkey)
+            if value is not _MISSING:
+                return value
+            return engine.load(call, lambda: func(*args, **kwargs))
+
+        wrapper = swrapper
+
+    def cache_key(*args: Any, **kwargs: Any) -> str:
+        vals = spec.key_values(args, kwargs)
+        return spec.redis_key(vals, dict(zip(spec.names, vals, strict=True)))
+
+    if spec.is_async:
+
+        async def ainvalidate(*args: Any, **kwargs: Any) -> None:
+            await cache.adelete_keys([cache_key(*args, **kwargs)], on_error=spec.on_error)
+
+        invalidate: Callable[..., Any] = ainvalidate
+    else:
+
+        def sinvalidate(*args: Any, **kwargs: Any) -> None:
+            cache.delete_keys([cache_key(*args, **kwargs)], on_error=spec.on_error)
+
+        invalidate = sinvalidate
+
+    functools.update_wrapper(wrapper, func)
+    wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+    wrapper.cache_key = cache_key  # type: ignore[attr-defined]
+    wrapper.cache = cache  # type: ignore[attr-defined]
+    wrapper.uncached = func  # type: ignore[attr-defined]
+    return wrapper
+
+
+def lazy(
+    resolve: Callable[[], Cache],
+    build: Callable[[Cache], Callable[..., Any]],
+    func: Callable[..., Any],
+) -> Callable[..., Any]:
+    """A wrapper usable at import time that binds to ``resolve()``'s cache on first use."""
+    impl: Callable[..., Any] | None = None
+
+    def bound() -> Callable[..., Any]:
+        nonlocal impl
+        if impl is None:
+            impl = build(resolve())
+        return impl
+
+    if inspect.iscoroutinefunction(func):
+
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            return await (impl or bound())(*args, **kwargs)
+
+        wrapper: Callable[..., Any] = awrapper
+    else:
+
+        def swrapper(*args: Any, **kwargs: Any) -> Any:
+            return (impl or bound())(*args, **kwargs)
+
+        wrapper = swrapper
+    functools.update_wrapper(wrapper, func)
+    wrapper.invalidate = lambda *a, **k: bound().invalidate(*a, **k)  # type: ignore[attr-defined]
+    wrapper.cache_key = lambda *a, **k: bound().cache_key(*a, **k)  # type: ignore[attr-defined]
+    wrapper.uncached = func  # type: ignore[attr-defined]
+    return wrapper
+
+
+def invalidation_templates(
+    func: Callable[..., Any], tag_templates: dict[str, TagSpec], tags: Sequence[TagSpec]
+) -> Callable[[tuple[Any, ...], dict[str, Any]], list[str]]:
+    """Check ``@invalidates`` templates against ``func`` now; return the renderer for a call."""
+    sig = inspect.signature(func)
+    params = list(sig.parameters)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    where = function_id(func)
+    named = []
+    for name, spec in tag_templates.items():
+        check_name("tag name", name)
+        named.append(
+            (
+                name,
+                Template(
+                    spec,
+                    params,
+                    where=f"invalidates({name}=...)",
+                    func_name=where,
+                    accepts_any=accepts_any,
+                ),
+            )
+        )
+    whole = [
+        Template(t, params, where="invalidates(tags=...)", func_name=where, accepts_any=accepts_any)
+        for t in tags
+    ]
+    if not named and not whole:
+        raise TemplateError(f"invalidates() of {where} names no tag to invalidate")
+
+    def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        out = []
+        for name, tpl in named:
+            if callable(tpl.source):
+                out.append(f"{name}:{escape(tpl.render(arguments))}")
+            else:
+                out.append(f"{name}:{tpl.render(arguments)}")
+        out.extend(t.render(arguments) for t in whole)
+        return out
+
+    return render
+
+
+def invalidating_wrapper(
+    resolve: Callable[[], Cache],
+    func: Callable[..., Any],
+    render: Callable[[tuple[Any, ...], dict[str, Any]], list[str]],
+    on_error: str | None,
+) -> Callable[..., Any]:
+    """After ``func`` returns (not when it raises), invalidate the rendered tags."""
+    if inspect.iscoroutinefunction(func):
+
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            result = await func(*args, **kwargs)
+            await resolve().ainvalidate(tags=render(args, kwargs), on_error=on_error)
+            return result
+
+        wrapper: Callable[..., Any] = awrapper
+    else:
+
+        def swrapper(*args: Any, **kwargs: Any) -> Any:
+            result = func(*args, **kwargs)
+            resolve().invalidate(tags=render(args, kwargs), on_error=on_error)
+            return result
+
+        wrapper = swrapper
+    return functools.update_wrapper(wrapper, func)

@@ -1,0 +1,75 @@
+"""The local tier (L1): a cachetools LRU map per process, bounded by ``local_maxsize`` (I6).
+
+Entries carry their stamp and the coherence ``gen`` they were last checked at; a hit compares that
+``gen`` with the current one and an expiry instant, under the lock that cachetools asks for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import cachetools
+
+__all__ = ["LocalEntry", "LocalTier"]
+
+Stamp = tuple[tuple[str, int], ...]
+
+
+class LocalEntry:
+    """One L1 value. ``expires`` is on the monotonic clock; it never passes the L2 soft expiry."""
+
+    __slots__ = ("expires", "gen", "key", "stamp", "value")
+
+    def __init__(self, value: Any, expires: float, gen: int, stamp: Stamp, key: str) -> None:
+        self.value = value
+        self.expires = expires
+        self.gen = gen
+        self.stamp = stamp
+        self.key = key  # the Redis key, so per-call invalidations can find it
+
+
+class LocalTier:
+    """A bounded, thread-safe L1; the decorators' hit path reads ``data`` under ``lock`` directly."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.data: cachetools.LRUCache[Hashable, LocalEntry] = cachetools.LRUCache(max(maxsize, 1))
+        self.by_key: dict[str, Hashable] = {}  # Redis key -> L1 key (for per-call invalidation)
+        self.lock = threading.Lock()
+        self.hits = 0  # counted under ``lock``
+        self.misses = 0
+
+    def get(self, key: Hashable) -> LocalEntry | None:
+        with self.lock:
+            return self.data.get(key)
+
+    def put(self, key: Hashable, entry: LocalEntry) -> None:
+        if not self.maxsize:
+            return
+        with self.lock:
+            data = self.data
+            while len(data) >= data.maxsize and key not in data:
+                _, old = data.popitem()
+                self.by_key.pop(old.key, None)
+            data[key] = entry
+            self.by_key[entry.key] = key
+
+    def pop_redis_keys(self, keys: Iterable[str]) -> int:
+        """Drop the entries stored under these Redis keys; returns how many were present."""
+        n = 0
+        with self.lock:
+            for k in keys:
+                lk = self.by_key.pop(k, None)
+                if lk is not None and self.data.pop(lk, None) is not None:
+                    n += 1
+        return n
+
+    def clear(self) -> None:
+        with self.lock:
+            self.data.clear()
+            self.by_key.clear()
+
+    def __len__(self) -> int:
+        return len(self.data)

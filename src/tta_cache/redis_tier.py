@@ -1,0 +1,485 @@
+"""The Redis tier: redis-py clients (sync, and asyncio per event loop), scripts, error translation.
+
+Standalone, Sentinel and Cluster are chosen by URL::
+
+    redis://[:password@]host:port/db          rediss:// for TLS, unix:///path.sock?db=0
+    redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]
+    redis+cluster://[:password@]host:port[,host:port...]
+
+Every redis-py or socket error is translated into :class:`~tta_cache.exceptions.BackendError` here
+and nowhere else. Each operation is bounded by ``op_timeout`` (socket timeouts; no retry on a
+timeout, one immediate retry on a broken pooled connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as ARetry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from .exceptions import BackendError, BackendTimeout, ConfigurationError
+
+__all__ = ["AsyncRedisTier", "Read", "RedisConfig", "RedisTier", "mask_url"]
+
+T = TypeVar("T")
+
+# Tag versions start at the server's clock in microseconds, so a version recreated after data loss
+# (restart, eviction, FLUSHDB, failover to an empty replica) is larger than any it replaces: stamps
+# taken before the loss can never match again, and "merge by max" stays right.
+_INIT = """
+local init = nil
+local function version(k, ttl)
+  local v = redis.call('GET', k)
+  if not v then
+    if not init then
+      local t = redis.call('TIME')
+      init = t[1] .. string.format('%06d', tonumber(t[2]))
+    end
+    redis.call('SET', k, init, 'EX', ttl)
+    return init
+  end
+  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+  return v
+end
+"""
+
+# KEYS: tag version keys. ARGV[1]: seconds a version must outlive. Returns the versions.
+VERSIONS_LUA = (
+    _INIT
+    + """
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = version(k, ttl) end
+return out
+"""
+)
+
+# KEYS: tag version keys. ARGV[1]: ttl; ARGV[2]: channel; ARGV[3]: message head (JSON without the
+# closing brace). Bumps every version and publishes the new ones in the same atomic step, so
+# subscribers see versions of one tag in increasing order.
+BUMP_LUA = (
+    _INIT
+    + """
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, k in ipairs(KEYS) do
+  version(k, ttl)
+  redis.call('INCR', k)
+  out[i] = redis.call('GET', k)
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"v":[' .. table.concat(out, ',') .. ']}')
+return out
+"""
+)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs, health output and the CLI)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Connection settings, parsed from a URL plus keyword overrides."""
+
+    url: str
+    mode: str = "standalone"  # "standalone" | "sentinel" | "cluster"
+    hosts: tuple[tuple[str, int], ...] = ()
+    service_name: str = ""
+    db: int = 0
+    password: str | None = None
+    username: str | None = None
+    ssl: bool = False
+    op_timeout: float = 0.25
+    connect_timeout: float | None = None
+    max_connections: int = 50
+    pool_timeout: float = 1.0
+    health_check_interval: float = 30.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        mode = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "standalone")
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+            raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+        hosts: list[tuple[str, int]] = []
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        default_port = 26379 if mode == "sentinel" else 6379
+        for hp in filter(None, netloc.split(",")):
+            host, _, port = hp.rpartition(":") if hp.count(":") == 1 or "]" in hp else (hp, "", "")
+            hosts.append((host.strip("[]") or "127.0.0.1", int(port or default_port)))
+        path = [p for p in parts.path.split("/") if p]
+        service, db = "", 0
+        if mode == "sentinel":
+            if not path:
+                raise ConfigurationError("a redis+sentinel:// URL needs /service_name[/db]")
+            service = path[0]
+            db = int(path[1]) if len(path) > 1 else 0
+        elif mode == "standalone" and scheme != "unix" and path:
+            db = int(path[0])
+        query = parse_qs(parts.query)
+        if "db" in query:
+            db = int(query["db"][0])
+        return cls(
+            url=url,
+            mode=mode,
+            hosts=tuple(hosts),
+            service_name=service,
+            db=db,
+            password=unquote(parts.password) if parts.password else None,
+            username=unquote(parts.username) if parts.username else None,
+            ssl=scheme == "rediss",
+            **overrides,
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.hosts[0] if self.hosts else ("127.0.0.1", 6379)
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "socket_timeout": self.op_timeout,
+            "socket_connect_timeout": self.connect_timeout or self.op_timeout,
+            "health_check_interval": self.health_check_interval,
+            "password": self.password,
+            "username": self.username,
+            **self.extra,
+            "decode_responses": False,  # payloads are binary envelopes
+        }
+
+
+def _retry() -> Retry:
+    # One immediate retry heals a pooled connection that Redis closed (restart, CLIENT KILL);
+    # timeouts are not retried, so no operation takes longer than op_timeout (plus connect).
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def _aretry() -> ARetry:
+    return ARetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> Any:
+    """A redis-py client for ``cfg`` (``op_timeout`` overrides the socket timeout, for pub/sub)."""
+    common = cfg._common()
+    if op_timeout is not None:
+        common["socket_timeout"] = op_timeout
+    if cfg.mode == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(h, p) for h, p in cfg.hosts]  # type: ignore[no-untyped-call]
+        common.pop("health_check_interval", None)
+        return RedisCluster(
+            startup_nodes=nodes,
+            ssl=cfg.ssl,
+            max_connections=cfg.max_connections,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+            **common,
+        )
+    if cfg.mode == "sentinel":
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(cfg.hosts),
+            socket_timeout=cfg.op_timeout,
+            sentinel_kwargs={"socket_timeout": cfg.op_timeout},
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            cfg.service_name, db=cfg.db, ssl=cfg.ssl, retry=_retry(), **common
+        )
+    if cfg.url.startswith("unix://"):
+        pool: Any = redis.BlockingConnectionPool.from_url(
+            cfg.url, max_connections=cfg.max_connections, timeout=cfg.pool_timeout, **common
+        )
+    else:
+        host, port = cfg.address
+        pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            host=host,
+            port=port,
+            db=cfg.db,
+            max_connections=cfg.max_connections,
+            timeout=cfg.pool_timeout,
+            connection_class=redis.SSLConnection if cfg.ssl else redis.Connection,
+            **common,
+        )
+    return redis.Redis(connection_pool=pool, retry=_retry())
+
+
+def make_async_client(cfg: RedisConfig) -> Any:
+    """A ``redis.asyncio`` client for ``cfg``; bound to the running event loop by its user."""
+    common = cfg._common()
+    if cfg.mode == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        common.pop("health_check_interval", None)
+        nodes = [ClusterNode(h, p) for h, p in cfg.hosts]
+        return RedisCluster(
+            startup_nodes=nodes, ssl=cfg.ssl, max_connections=cfg.max_connections, **common
+        )
+    if cfg.mode == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(cfg.hosts),
+            socket_timeout=cfg.op_timeout,
+            sentinel_kwargs={"socket_timeout": cfg.op_timeout},
+        )
+        return sentinel.master_for(cfg.service_name, db=cfg.db, ssl=cfg.ssl, **common)
+    if cfg.url.startswith("unix://"):
+        pool: Any = aredis.BlockingConnectionPool.from_url(
+            cfg.url, max_connections=cfg.max_connections, timeout=cfg.pool_timeout, **common
+        )
+    else:
+        host, port = cfg.address
+        pool = aredis.BlockingConnectionPool(
+            host=host,
+            port=port,
+            db=cfg.db,
+            max_connections=cfg.max_connections,
+            timeout=cfg.pool_timeout,
+            connection_class=aredis.SSLConnection if cfg.ssl else aredis.Connection,
+            **common,
+        )
+    return aredis.Redis(connection_pool=pool, retry=_aretry())
+
+
+@contextlib.contextmanager
+def translated(op: str) -> Iterator[None]:
+    """Translate redis-py and socket errors raised inside into BackendError (the one place)."""
+    try:
+        yield
+    except (redis.TimeoutError, TimeoutError, asyncio.TimeoutError) as exc:
+        raise BackendTimeout(f"redis {op} timed out") from exc
+    except (redis.RedisError, OSError) as exc:
+        raise BackendError(f"redis {op} failed: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What one L2 read returned: the raw entry and, if asked, the current tag versions."""
+
+    raw: bytes | None
+    versions: tuple[int, ...] | None
+
+
+class _Base(Generic[T]):
+    def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
+        self.cfg = cfg
+        self.cluster = cfg.mode == "cluster"
+        self._tag_ttl = tag_ttl
+
+
+class RedisTier(_Base[Any]):
+    """Synchronous Redis operations of the engine (one round trip each unless said)."""
+
+    def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
+        super().__init__(cfg, tag_ttl)
+        self.client = make_sync_client(cfg)
+        self._versions = self.client.register_script(VERSIONS_LUA)
+        self._bump = self.client.register_script(BUMP_LUA)
+
+    def read(self, key: str, tag_keys: Sequence[str]) -> Read:
+        with translated("GET"):
+            if not tag_keys:
+                return Read(self.client.get(key), None)
+            if self.cluster:
+                raw = self.client.get(key)
+                return Read(raw, self.versions(tag_keys))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(key)
+            self._versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+            raw, versions = pipe.execute()
+            return Read(raw, tuple(map(int, versions)))
+
+    def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
+        with translated("EVALSHA versions"):
+            ttl = self._tag_ttl()
+            if self.cluster:
+                return tuple(int(self._versions(keys=[k], args=[ttl])[0]) for k in tag_keys)
+            return tuple(map(int, self._versions(keys=list(tag_keys), args=[ttl])))
+
+    def write(self, key: str, payload: bytes, px: int) -> None:
+        with translated("SET"):
+            self.client.set(key, payload, px=px)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with translated("MGET"):
+            if self.cluster:
+                return list(self.client.mget_nonatomic(keys))
+            return list(self.client.mget(keys))
+
+    def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        with translated("SET"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, payload, px in items:
+                pipe.set(key, payload, px=px)
+            pipe.execute()
+
+    def delete(self, keys: Sequence[str], channel: str | None = None, message: bytes = b"") -> int:
+        with translated("DEL"):
+            if self.cluster:
+                n = sum(int(self.client.delete(k)) for k in keys)
+                if channel:
+                    self.client.publish(channel, message)
+                return n
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*keys)
+            if channel:
+                pipe.publish(channel, message)
+            return int(pipe.execute()[0])
+
+    def bump(self, tag_keys: Sequence[str], channel: str, head: str) -> tuple[int, ...]:
+        with translated("EVALSHA bump"):
+            ttl = self._tag_ttl()
+            if self.cluster:
+                # one script per slot; each publishes its own message (tags stay ordered per key)
+                out: list[int] = []
+                for k in tag_keys:
+                    out.extend(map(int, self._bump(keys=[k], args=[ttl, channel, head])))
+                return tuple(out)
+            return tuple(map(int, self._bump(keys=list(tag_keys), args=[ttl, channel, head])))
+
+    def ping(self) -> bool:
+        with translated("PING"):
+            return bool(self.client.ping())
+
+    def execute(self, op: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` with errors translated (maintenance and tooling)."""
+        with translated(op):
+            return fn(self.client)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+class AsyncRedisTier(_Base[Any]):
+    """The asyncio twin, one client per running event loop (redis.asyncio clients are loop-bound).
+
+    Only I/O differs from :class:`RedisTier`; every decision lives in the engine's flow.
+    """
+
+    def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
+        super().__init__(cfg, tag_ttl)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = make_async_client(self.cfg)
+            client._tta_versions = client.register_script(VERSIONS_LUA)
+            client._tta_bump = client.register_script(BUMP_LUA)
+            self._clients[loop] = client
+        return client
+
+    async def read(self, key: str, tag_keys: Sequence[str]) -> Read:
+        client = self.client
+        with translated("GET"):
+            if not tag_keys:
+                return Read(await client.get(key), None)
+            if self.cluster:
+                raw = await client.get(key)
+                return Read(raw, await self.versions(tag_keys))
+            pipe = client.pipeline(transaction=False)
+            pipe.get(key)
+            await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+            raw, versions = await pipe.execute()
+            return Read(raw, tuple(map(int, versions)))
+
+    async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
+        client = self.client
+        with translated("EVALSHA versions"):
+            ttl = self._tag_ttl()
+            if self.cluster:
+                return tuple(
+                    [int((await client._tta_versions(keys=[k], args=[ttl]))[0]) for k in tag_keys]
+                )
+            return tuple(map(int, await client._tta_versions(keys=list(tag_keys), args=[ttl])))
+
+    async def write(self, key: str, payload: bytes, px: int) -> None:
+        with translated("SET"):
+            await self.client.set(key, payload, px=px)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        client = self.client
+        with translated("MGET"):
+            if self.cluster:
+                return list(await client.mget_nonatomic(keys))
+            return list(await client.mget(keys))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        with translated("SET"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, payload, px in items:
+                pipe.set(key, payload, px=px)
+            await pipe.execute()
+
+    async def delete(
+        self, keys: Sequence[str], channel: str | None = None, message: bytes = b""
+    ) -> int:
+        client = self.client
+        with translated("DEL"):
+            if self.cluster:
+                n = 0
+                for k in keys:
+                    n += int(await client.delete(k))
+                if channel:
+                    await client.publish(channel, message)
+                return n
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(*keys)
+            if channel:
+                pipe.publish(channel, message)
+            return int((await pipe.execute())[0])
+
+    async def bump(self, tag_keys: Sequence[str], channel: str, head: str) -> tuple[int, ...]:
+        client = self.client
+        with translated("EVALSHA bump"):
+            ttl = self._tag_ttl()
+            if self.cluster:
+                out: list[int] = []
+                for k in tag_keys:
+                    out.extend(
+                        map(int, await client._tta_bump(keys=[k], args=[ttl, channel, head]))
+                    )
+                return tuple(out)
+            return tuple(
+                map(int, await client._tta_bump(keys=list(tag_keys), args=[ttl, channel, head]))
+            )
+
+    async def ping(self) -> bool:
+        with translated("PING"):
+            return bool(await self.client.ping())
+
+    async def execute(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        with translated(op):
+            return await fn(self.client)
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (others are closed with their loops)."""
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            client = self._clients.pop(loop, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -1,0 +1,98 @@
+"""Counters behind ``cache.stats()`` and the telemetry instruments (one source, so they agree)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Stats"]
+
+
+class Stats:
+    """Thread-safe operation counters. L1 hits and misses are counted by the local tier itself."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started = clock()
+        self.misses = 0  # gets served by neither tier
+        self.redis_hits = 0
+        self.redis_misses = 0
+        self.stale_served = 0
+        self.computes = 0
+        self.compute_seconds = 0.0
+        self.errors = 0
+        self.errors_by_type: dict[str, int] = {}
+        self.decode_errors = 0
+        self.redis_ops = 0
+        self.redis_seconds = 0.0
+        self.slow_ops = 0  # timed get operations that missed L1
+        self.slow_seconds = 0.0
+        self.invalidations_sent = 0
+        self.invalidations_received = 0
+        self.invalidations_queued = 0
+        self.skipped_stale_fills = 0
+
+    def add(self, **deltas: float) -> None:
+        """Add to counters by name, atomically."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def error(self, kind: str) -> None:
+        with self._lock:
+            self.errors += 1
+            self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
+
+    def snapshot(self, local_hits: int, local_misses: int, local_size: int) -> dict[str, Any]:
+        """The seed's metrics dict plus per-tier figures."""
+        with self._lock:
+            hits = local_hits + self.redis_hits
+            misses = self.misses
+            total = hits + misses
+            elapsed = max(self._clock() - self.started, 1e-9)
+            return {
+                "hits": hits,
+                "misses": misses,
+                "hit_rate": hits / total if total else 0.0,
+                # over the gets that missed L1 (an L1 hit is not timed: timing would double it)
+                "average_response_time": self.slow_seconds / self.slow_ops
+                if self.slow_ops
+                else 0.0,
+                "operations_per_second": total / elapsed,
+                "total_operations": total,
+                "errors": self.errors,
+                "decode_errors": self.decode_errors,
+                "stale_served": self.stale_served,
+                "computations": self.computes,
+                "average_compute_time": self.compute_seconds / self.computes
+                if self.computes
+                else 0.0,
+                "invalidations": {
+                    "sent": self.invalidations_sent,
+                    "received": self.invalidations_received,
+                    "queued": self.invalidations_queued,
+                },
+                "errors_by_type": dict(self.errors_by_type),
+                "local": {
+                    "hits": local_hits,
+                    "misses": local_misses,
+                    "hit_rate": local_hits / (local_hits + local_misses)
+                    if local_hits + local_misses
+                    else 0.0,
+                    "size": local_size,
+                },
+                "redis": {
+                    "hits": self.redis_hits,
+                    "misses": self.redis_misses,
+                    "hit_rate": self.redis_hits / (self.redis_hits + self.redis_misses)
+                    if self.redis_hits + self.redis_misses
+                    else 0.0,
+                    "operations": self.redis_ops,
+                    "average_latency": self.redis_seconds / self.redis_ops
+                    if self.redis_ops
+                    else 0.0,
+                },
+            }

