@@ -269,6 +269,7 @@ class Cache:
         return Call(
             key=redis_key,
             local_key=("raw", redis_key),
+            local_types=None,
             tags=all_tags,
             tag_keys=tuple(map(self.engine.tag_key, all_tags)),
             freshness=self.freshness(kind or "default", ttl),

@@ -7,9 +7,13 @@ map under its lock, compare a generation number and an expiry instant, return.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import enum
 import functools
 import inspect
 import typing
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -150,17 +154,19 @@ class Spec(Generic[R]):
             return f"{self.prefix}{sid}:{self.function}:{argpart}"
         return f"{self.prefix}{self.function}:{argpart}"
 
-    def call(
-        self, vals: tuple[Any, ...], local_key: Any, engine_tag_key: Callable[[str], str]
-    ) -> Call:
+    def call(self, vals: tuple[Any, ...], token: object, tag_key: Callable[[str], str]) -> Call:
+        """The engine's view of one call; ``token`` is this function's identity in L1."""
         arguments = dict(zip(self.names, vals, strict=True))
         tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
         tags = tuple(dict.fromkeys(tags))
+        key = self.redis_key(vals, arguments)
+        local_key, local_types = local_identity(token, vals, key)
         return Call(
-            key=self.redis_key(vals, arguments),
+            key=key,
             local_key=local_key,
+            local_types=local_types,
             tags=tags,
-            tag_keys=tuple(engine_tag_key(t) for t in tags),
+            tag_keys=tuple(map(tag_key, tags)),
             freshness=self.freshness,
             type_hint=self.type_hint,
             on_error=self.on_error,
@@ -168,6 +174,44 @@ class Spec(Generic[R]):
             function=self.function,
             lock=self.lock,
         )
+
+
+_EXACT = frozenset({str, type(None), bytes})
+_SCALAR = frozenset(
+    {
+        int,
+        float,
+        bool,
+        complex,
+        str,
+        type(None),
+        bytes,
+        decimal.Decimal,
+        uuid.UUID,
+        dt.datetime,
+        dt.date,
+        dt.time,
+    }
+)
+
+
+def local_identity(
+    token: object, vals: tuple[Any, ...], key: str
+) -> tuple[Any, tuple[type, ...] | None]:
+    """The L1 key of a call and the argument types an L1 hit must also match.
+
+    ``(token, vals)`` is the key the hit path probes without building anything else. Equal
+    values of different types (``1``, ``True``, ``1.0``) would share it, so entries whose
+    arguments are not all ``str``/``bytes``/``None`` record their types and a hit compares them.
+    Containers and other objects could hide such a difference deeper down: they use the Redis
+    key itself (an exact, typed encoding) as their L1 key.
+    """
+    kinds = set(map(type, vals))
+    if kinds <= _EXACT:
+        return (token, vals), None
+    if all(k in _SCALAR or issubclass(k, enum.Enum) for k in kinds):
+        return (token, vals), tuple(map(type, vals))
+    return key, None
 
 
 def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
@@ -187,25 +231,30 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     lookup = engine.local_lookup
     engine.note_ttl(spec.freshness)
 
-    def slow(vals: tuple[Any, ...], lkey: Any) -> tuple[Any, Call]:
-        value = lookup(lkey)
-        return value, spec.call(vals, lkey, tag_key)
+    def slow(vals: tuple[Any, ...]) -> tuple[Any, Call]:
+        call = spec.call(vals, token, tag_key)
+        return lookup(call.local_key, call.local_types), call
 
+    # The hit path: probe (token, vals); an entry is served while its coherence generation is
+    # current, it has not expired, and (for non-text arguments) the argument types match.
     if spec.is_async:
 
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
             vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
-            lkey: Any = (token, vals, tuple(map(type, vals)))
             with lock:
                 try:
-                    e = data.get(lkey)
-                except TypeError:
-                    e = None
-                    lkey = None
-                if e is not None and e.gen == versions.gen and e.expires > clock():
-                    local.hits += 1
-                    return e.value
-            value, call = slow(vals, lkey)
+                    e = data[(token, vals)]
+                except (KeyError, TypeError):  # absent, or unhashable arguments
+                    pass
+                else:
+                    if (
+                        e.gen == versions.gen
+                        and e.expires > clock()
+                        and (e.types is None or e.types == tuple(map(type, vals)))
+                    ):
+                        local.hits += 1
+                        return e.value
+            value, call = slow(vals)
             if value is not _MISSING:
                 return value
             return await engine.aload(call, lambda: func(*args, **kwargs))
@@ -215,17 +264,20 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
 
         def swrapper(*args: Any, **kwargs: Any) -> Any:
             vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
-            lkey: Any = (token, vals, tuple(map(type, vals)))
             with lock:
                 try:
-                    e = data.get(lkey)
-                except TypeError:
-                    e = None
-                    lkey = None
-                if e is not None and e.gen == versions.gen and e.expires > clock():
-                    local.hits += 1
-                    return e.value
-            value, call = slow(vals, lkey)
+                    e = data[(token, vals)]
+                except (KeyError, TypeError):  # absent, or unhashable arguments
+                    pass
+                else:
+                    if (
+                        e.gen == versions.gen
+                        and e.expires > clock()
+                        and (e.types is None or e.types == tuple(map(type, vals)))
+                    ):
+                        local.hits += 1
+                        return e.value
+            value, call = slow(vals)
             if value is not _MISSING:
                 return value
             return engine.load(call, lambda: func(*args, **kwargs))

@@ -58,6 +58,7 @@ class Call:
 
     key: str  # the Redis key
     local_key: Hashable  # the L1 key
+    local_types: tuple[type, ...] | None  # argument types an L1 hit must match (None: any)
     tags: tuple[str, ...]  # NAMESPACE_TAG first, then the entry's tags
     tag_keys: tuple[str, ...]
     freshness: Freshness
@@ -234,7 +235,7 @@ class Engine:
 
     # ------------------------------------------------------------------ L1
 
-    def local_lookup(self, local_key: Hashable) -> Any:
+    def local_lookup(self, local_key: Hashable, types: tuple[type, ...] | None = None) -> Any:
         """The L1 value for ``local_key`` or ``_MISSING``; revalidates an entry checked long ago."""
         local = self.local
         versions = self.versions
@@ -243,7 +244,7 @@ class Engine:
                 entry = local.data.get(local_key)
             except TypeError:  # unhashable arguments: no L1 for this call
                 entry = None
-            if entry is not None and entry.expires > self.clock():
+            if entry is not None and entry.expires > self.clock() and entry.types == types:
                 gen = versions.gen
                 if entry.gen == gen or versions.valid(entry.stamp):
                     entry.gen = gen
@@ -256,7 +257,8 @@ class Engine:
         self, call: Call, value: Any, stamp: Stamp, fresh_until: float, gen: int
     ) -> None:
         if self.local.maxsize and self.versions.valid(stamp):
-            self.local.put(call.local_key, LocalEntry(value, fresh_until, gen, stamp, call.key))
+            entry = LocalEntry(value, fresh_until, gen, stamp, call.key, call.local_types)
+            self.local.put(call.local_key, entry)
 
     # ------------------------------------------------------------------ flows
 
@@ -336,7 +338,7 @@ class Engine:
     def get_flow(self, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]:
         """Raw ``get``/``get_many``: L1, then one MGET, then (only for tags this process does not
         know, or while the channel is down) one round trip for versions. Missing -> ``_MISSING``."""
-        out: list[Any] = [self.local_lookup(c.local_key) for c in calls]
+        out: list[Any] = [self.local_lookup(c.local_key, c.local_types) for c in calls]
         todo = [i for i, v in enumerate(out) if v is _MISSING]
         if not todo or not self._redis_usable():
             self.stats.add(misses=len(todo))

@@ -20,10 +20,19 @@ Stamp = tuple[tuple[str, int], ...]
 class LocalEntry:
     """One L1 value. ``expires`` is on the monotonic clock; it never passes the L2 soft expiry."""
 
-    __slots__ = ("expires", "gen", "key", "stamp", "value")
+    __slots__ = ("expires", "gen", "key", "stamp", "types", "value")
 
-    def __init__(self, value: Any, expires: float, gen: int, stamp: Stamp, key: str) -> None:
+    def __init__(
+        self,
+        value: Any,
+        expires: float,
+        gen: int,
+        stamp: Stamp,
+        key: str,
+        types: tuple[type, ...] | None = None,
+    ) -> None:
         self.value = value
+        self.types = types  # argument types a hit must match (None: text arguments only)
         self.expires = expires
         self.gen = gen
         self.stamp = stamp
