@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
+import hashlib
 import hmac
 import json
 import pickle
@@ -729,11 +730,26 @@ _KeyLike = bytes | str
 def _signing_keys(signing_key: _KeyLike | Sequence[_KeyLike] | None) -> tuple[bytes, ...]:
     if signing_key is None:
         return ()
-    given = [signing_key] if isinstance(signing_key, (bytes, str)) else list(signing_key)
-    keys = tuple(k.encode() if isinstance(k, str) else bytes(k) for k in given)
-    if not keys or not all(keys):
-        raise ConfigurationError("signing_key must be a non-empty key or a list of them")
-    return keys
+    single = isinstance(signing_key, (str, bytes, bytearray, memoryview))
+    keys = []
+    for given in [signing_key] if single else list(signing_key):
+        key = given.encode() if isinstance(given, str) else given
+        if not isinstance(key, (bytes, bytearray, memoryview)) or not key:
+            raise ConfigurationError(
+                "signing_key must be non-empty bytes or str, or a list of them"
+            )
+        keys.append(bytes(key))
+    if not keys:
+        raise ConfigurationError("signing_key must be a key or a non-empty list of them")
+    return tuple(keys)
+
+
+def _pack_stamp(stamp: Sequence[tuple[str, int]]) -> bytes:
+    tags, versions = zip(*stamp, strict=True)
+    block = "\x00".join(tags).encode()
+    if block.count(0) != len(tags) - 1:
+        raise ValueError("a stamp tag contains NUL")
+    return _stamp_struct(len(tags)).pack(*versions, len(block)) + block
 
 
 class Codec:
@@ -744,8 +760,9 @@ class Codec:
     ``compress_min_bytes``: compress payloads of at least this many bytes (``None``: never), and
     keep the compressed form only when it is smaller. ``compression``: ``"zlib"``, ``"zstd"``
     (needs ``zstandard``) or ``"none"``. ``signing_key``: one key, or several where the first signs
-    and all verify (rotation); required by the pickle family. ``max_decoded_bytes`` bounds a
-    payload, before and after decompression.
+    and all verify (rotation); required by the pickle family; use at least 32 random bytes.
+    ``max_decoded_bytes`` bounds the serialized payload: ``encode`` refuses a larger value and
+    ``decode`` refuses to decompress past it.
     """
 
     __slots__ = (
@@ -753,11 +770,10 @@ class Codec:
         "_compress_flag",
         "_compress_min",
         "_flags",
-        "_keys",
+        "_macs",
         "_max_decoded",
         "_serializer",
         "_serializer_id",
-        "_sign_key",
         "_zstd",
         "serializer_name",
     )
@@ -774,14 +790,16 @@ class Codec:
         self._serializer = get_serializer(serializer) if isinstance(serializer, str) else serializer
         self._serializer_id = _serializer_id(self._serializer)
         self.serializer_name: str = self._serializer.name
-        self._keys = _signing_keys(signing_key)
-        self._sign_key = self._keys[0] if self._keys else None
-        if self._serializer_id in _PICKLE_IDS and not self._keys:
+        # Keyed HMAC states, copied per use: cheaper than setting the key up on every call.
+        self._macs = tuple(
+            hmac.new(k, digestmod=hashlib.sha256) for k in _signing_keys(signing_key)
+        )
+        if self._serializer_id in _PICKLE_IDS and not self._macs:
             raise ConfigurationError(
                 f"the {self.serializer_name!r} serializer runs code from the payload when it "
                 "decodes, so it needs signing_key=...: only entries signed with that key are read"
             )
-        self._flags = _SIGNED if self._keys else 0
+        self._flags = _SIGNED if self._macs else 0
         if compress_min_bytes is not None and compress_min_bytes < 0:
             raise ConfigurationError("compress_min_bytes must be >= 0 or None")
         if max_decoded_bytes <= 0:
@@ -792,18 +810,24 @@ class Codec:
         if compression == "zlib":
             self._compress, self._compress_flag = zlib.compress, _ZLIB
         elif compression == "zstd":
-            self._zstd = _load_zstd(required=True)
-            self._compress, self._compress_flag = self._zstd.ZstdCompressor().compress, _ZSTD
+            zstd = self._zstd = _load_zstd(required=True)
+            # A ZstdCompressor must not be shared between threads, hence one per call.
+            self._compress, self._compress_flag = (
+                lambda payload: zstd.ZstdCompressor().compress(payload),
+                _ZSTD,
+            )
         elif compression == "none":
             self._compress, self._compress_flag = None, 0
         else:
             raise ConfigurationError(
                 f"compression must be 'zlib', 'zstd' or 'none', not {compression!r}"
             )
-        self._compress_min = compress_min_bytes if self._compress is not None else None
+        if compress_min_bytes is None:
+            self._compress = None
+        self._compress_min = compress_min_bytes or 0
 
     def __repr__(self) -> str:
-        signed = "signed" if self._keys else "unsigned"
+        signed = "signed" if self._macs else "unsigned"
         return f"Codec({self.serializer_name!r}, {signed})"
 
     def encode(
@@ -836,8 +860,9 @@ class Codec:
                 f"more than max_decoded_bytes ({self._max_decoded})"
             )
         flags = self._flags
-        if self._compress_min is not None and len(payload) >= self._compress_min:
-            packed = self._compress(payload)  # type: ignore[misc]
+        compress = self._compress
+        if compress is not None and len(payload) >= self._compress_min:
+            packed = compress(payload)
             if len(packed) < len(payload):
                 payload = packed
                 flags |= self._compress_flag
@@ -852,22 +877,16 @@ class Codec:
                 compute_time,
                 len(stamp),
             )
-            if stamp:
-                tags, versions = zip(*stamp, strict=True)
-                block = "\x00".join(tags).encode()
-                if block.count(0) != len(tags) - 1:
-                    raise ValueError("a stamp tag contains NUL")
-                counts = _stamp_struct(len(tags)).pack(*versions, len(block))
-                body = b"".join((header, counts, block, payload))
-            else:
-                body = header + payload
+            body = b"".join((header, _pack_stamp(stamp), payload)) if stamp else header + payload
         except (struct.error, ValueError, TypeError) as exc:
             raise SerializationError(
                 f"the stamp or metadata does not fit the envelope: {exc}"
             ) from exc
-        if self._sign_key is None:
+        if not self._macs:
             return body
-        return body + hmac.digest(self._sign_key, body, "sha256")
+        mac = self._macs[0].copy()
+        mac.update(body)
+        return body + mac.digest()
 
     def decode(self, data: bytes, type_hint: Any = None) -> Entry:
         """The :class:`Entry` in an envelope, its value rebuilt as ``type_hint`` when given.
@@ -882,7 +901,8 @@ class Codec:
         except DecodeError:
             raise
         except Exception as exc:
-            raise DecodeError(f"cannot decode payload: {type(exc).__name__}: {exc}") from exc
+            # Only the type: messages such as pydantic's quote the (personal) data.
+            raise DecodeError(f"cannot decode payload: {type(exc).__name__}") from exc
 
     def _decode(self, raw: object, type_hint: Any) -> Entry:
         if isinstance(raw, bytes):
@@ -907,11 +927,11 @@ class Codec:
             end -= _MAC_SIZE
             if end < _HEADER.size:
                 raise DecodeError("signed payload is truncated")
-            if self._keys:
+            if self._macs:
                 self._verify(data, end)
             elif serializer_id in _PICKLE_IDS:
                 raise DecodeError("pickle payloads are read only by a codec with a signing key")
-        elif self._keys:
+        elif self._macs:
             raise DecodeError("payload is not signed but a signing key is configured")
         elif serializer_id in _PICKLE_IDS:
             raise DecodeError("refusing to unpickle an unsigned payload")
@@ -950,8 +970,10 @@ class Codec:
     def _verify(self, data: bytes, end: int) -> None:
         body = memoryview(data)[:end]
         mac = data[end:]
-        for key in self._keys:
-            if hmac.compare_digest(hmac.digest(key, body, "sha256"), mac):
+        for keyed in self._macs:
+            computed = keyed.copy()
+            computed.update(body)
+            if hmac.compare_digest(computed.digest(), mac):
                 return
         raise DecodeError("payload signature does not verify")
 
