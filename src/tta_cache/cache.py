@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .codecs import Codec, Serializer
+from .coherence import channel_figures
 from .decorators import (
     AsyncCachedFunction,
     CachedFunction,
@@ -24,9 +26,15 @@ from .decorators import (
 )
 from .engine import _MISSING, Call, Engine
 from .exceptions import ConfigurationError, TemplateError
+from .health import ConnectionStats
 from .keys import NAMESPACE_TAG, check_name, tag
+from .middleware import Middleware
 from .policy import CircuitBreaker, Freshness
 from .redis_tier import RedisConfig, mask_url
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["DEFAULT_TTL", "Cache", "configure", "default_cache"]
 
@@ -51,6 +59,22 @@ class Cache:
 
     ``redis_url=None`` keeps everything in-process (the embedded default); otherwise
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
+
+    ``middleware`` runs around every Redis operation and computation (see
+    :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
+    that chain (:mod:`tta_cache.telemetry`; a no-op until an SDK is configured), reporting to
+    ``tracer_provider`` / ``meter_provider`` or the global ones.
+
+    Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
+    seconds: a read in that window gets the stale value and one background refresh starts (the
+    reader that started it waits up to ``soft_timeout`` for it first); a refresh that fails leaves
+    the stale value served and the function alone for ``error_throttle`` seconds
+    (stale-if-error). ``hard_timeout`` bounds every computation (``ComputeTimeout``).
+    ``lock=True`` functions take a Redis lease on a miss; ``lock_timeout`` bounds it and each wait
+    for it. ``breaker_threshold`` Redis failures within ``breaker_window`` seconds open the
+    circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. Redis is
+    PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
+    ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     """
 
     def __init__(
@@ -70,18 +94,31 @@ class Cache:
         on_error: str = "ignore",
         op_timeout: float = 0.25,
         lock_timeout: float = 5.0,
+        soft_timeout: float = 0.0,
+        hard_timeout: float | None = None,
+        error_throttle: float = 5.0,
         max_connections: int = 50,
         health_check_interval: float = 30.0,
         breaker: CircuitBreaker | None = None,
-        clock: Callable[[], float] = time.time,
+        breaker_threshold: int = 5,
+        breaker_window: float = 10.0,
+        breaker_reset_timeout: float = 5.0,
+        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         redis_options: Mapping[str, Any] | None = None,
+        middleware: Sequence[Middleware] = (),
+        telemetry: bool = True,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         check_name("namespace", namespace)
         if on_error not in _ON_ERROR:
             raise ConfigurationError(f"on_error must be one of {_ON_ERROR}, not {on_error!r}")
         if local_maxsize < 0:
             raise ConfigurationError("local_maxsize must be >= 0 (0 turns L1 off)")
+        if not lock_timeout > 0:
+            raise ConfigurationError(f"lock_timeout must be > 0 seconds, not {lock_timeout!r}")
+        self.soft_timeout, self.hard_timeout = _timeouts(soft_timeout, hard_timeout)
         self.namespace = namespace
         self.redis_url = redis_url
         self.ttl = {**DEFAULT_TTL, **(ttl or {})}
@@ -97,6 +134,15 @@ class Cache:
                 health_check_interval=health_check_interval,
                 extra=dict(redis_options or {}),
             )
+        connection = ConnectionStats(clock or time.time)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                failure_threshold=breaker_threshold,
+                window=breaker_window,
+                reset_timeout=breaker_reset_timeout,
+                clock=clock or time.monotonic,
+                on_change=connection.breaker_moved,
+            )
         self.engine = Engine(
             namespace=namespace,
             redis=cfg,
@@ -104,12 +150,25 @@ class Cache:
             codec=Codec(serializer, compress_min_bytes=compress_min_bytes, signing_key=signing_key),
             on_error=on_error,
             lock_timeout=lock_timeout,
-            clock=clock,
+            clock=clock or time.time,
             rng=rng,
             breaker=breaker,
+            connection=connection,
+            error_throttle=error_throttle,
         )
         for freshness in map(self.freshness, self.ttl):
             self.engine.note_ttl(freshness)
+        chain = list(middleware)
+        if telemetry:  # outermost, so a span covers what the other middleware add (retries...)
+            from .telemetry import Telemetry
+
+            chain.insert(
+                0,
+                Telemetry(
+                    self.engine, tracer_provider=tracer_provider, meter_provider=meter_provider
+                ),
+            )
+        self.engine.use(chain)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Cache:
@@ -154,6 +213,8 @@ class Cache:
         lock: bool = False,
         on_error: str | None = None,
         include_self: bool = False,
+        soft_timeout: float | None = None,
+        hard_timeout: float | None = None,
     ) -> _Decorator: ...
     def cached(
         self,
@@ -168,14 +229,21 @@ class Cache:
         lock: bool = False,
         on_error: str | None = None,
         include_self: bool = False,
+        soft_timeout: float | None = None,
+        hard_timeout: float | None = None,
     ) -> Any:
         """Cache a function's results: L1, then Redis, then the function (sync or async).
 
         ``tags`` are templates (``"user:{user_id}"``) or callables; ``key`` replaces the argument
         part of the key; ``lock=True`` adds a Redis lease so a cold key computes once across
         processes. Templates are checked against the signature now, not at the first call.
+        ``stale_ttl``, ``soft_timeout`` and ``hard_timeout`` override the cache's for this function.
         """
         fresh_overrides = {} if stale_ttl is None else {"stale_ttl": stale_ttl}
+        soft, hard = _timeouts(
+            self.soft_timeout if soft_timeout is None else soft_timeout,
+            self.hard_timeout if hard_timeout is None else hard_timeout,
+        )
 
         def decorate(f: Callable[..., Any]) -> Any:
             spec: Spec[Any] = Spec(
@@ -188,6 +256,8 @@ class Cache:
                 lock=lock,
                 on_error=self._on_error(on_error),
                 include_self=include_self,
+                soft_timeout=soft,
+                hard_timeout=hard,
             )
             return cached_wrapper(self, spec)
 
@@ -262,7 +332,12 @@ class Cache:
     # ------------------------------------------------------------------ raw access
 
     def _raw_call(
-        self, key: str, kind: str | None = None, tags: Iterable[str] = (), ttl: float | None = None
+        self,
+        key: str,
+        kind: str | None = None,
+        tags: Iterable[str] = (),
+        ttl: float | None = None,
+        type_hint: Any = None,
     ) -> Call:
         redis_key = self.engine.raw_key(key)
         all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))
@@ -273,31 +348,37 @@ class Cache:
             tags=all_tags,
             tag_keys=tuple(map(self.engine.tag_key, all_tags)),
             freshness=self.freshness(kind or "default", ttl),
+            type_hint=type_hint,
             on_error=self.on_error,
             kind=kind or "default",
         )
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value stored under ``key`` (L1, then Redis), or ``default``."""
-        value = self.engine.run(self.engine.get_flow([self._raw_call(key)], self.on_error))[0]
+    def get(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
+        """The value stored under ``key`` (L1, then Redis), or ``default``.
+
+        ``type_hint`` (e.g. a dataclass) rebuilds a JSON/msgpack value read from Redis as that
+        type; L1 holds the value as it was set or first decoded.
+        """
+        call = self._raw_call(key, type_hint=type_hint)
+        value = self.engine.run(self.engine.get_flow([call], self.on_error))[0]
         return default if value is _MISSING else value
 
-    async def aget(self, key: str, default: Any = None) -> Any:
-        flow = self.engine.get_flow([self._raw_call(key)], self.on_error)
+    async def aget(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
+        flow = self.engine.get_flow([self._raw_call(key, type_hint=type_hint)], self.on_error)
         value = (await self.engine.arun(flow))[0]
         return default if value is _MISSING else value
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    def get_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
         """The keys found, in one Redis round trip for those L1 does not hold."""
         keys = list(keys)
-        values = self.engine.run(
-            self.engine.get_flow([self._raw_call(k) for k in keys], self.on_error)
-        )
+        calls = [self._raw_call(k, type_hint=type_hint) for k in keys]
+        values = self.engine.run(self.engine.get_flow(calls, self.on_error))
         return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
 
-    async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    async def aget_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
         keys = list(keys)
-        flow = self.engine.get_flow([self._raw_call(k) for k in keys], self.on_error)
+        calls = [self._raw_call(k, type_hint=type_hint) for k in keys]
+        flow = self.engine.get_flow(calls, self.on_error)
         values = await self.engine.arun(flow)
         return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
 
@@ -308,10 +389,12 @@ class Cache:
         ttl: float | None = None,
         kind: str | None = None,
         tags: Iterable[str] = (),
+        *,
+        on_error: str | None = None,
     ) -> None:
         """Store ``value`` under ``key`` in both tiers, stamped with its tags' current versions."""
         call = self._raw_call(key, kind, tags, ttl)
-        self.engine.run(self.engine.set_flow([(call, value)], self.on_error))
+        self.engine.run(self.engine.set_flow([(call, value)], self._on_error(on_error)))
 
     async def aset(
         self,
@@ -320,9 +403,11 @@ class Cache:
         ttl: float | None = None,
         kind: str | None = None,
         tags: Iterable[str] = (),
+        *,
+        on_error: str | None = None,
     ) -> None:
         call = self._raw_call(key, kind, tags, ttl)
-        await self.engine.arun(self.engine.set_flow([(call, value)], self.on_error))
+        await self.engine.arun(self.engine.set_flow([(call, value)], self._on_error(on_error)))
 
     def set_many(
         self,
@@ -330,11 +415,27 @@ class Cache:
         ttl: float | None = None,
         kind: str | None = None,
         tags: Iterable[str] = (),
+        *,
+        tags_by_key: Mapping[str, Iterable[str]] | None = None,
+        on_error: str | None = None,
     ) -> None:
-        """Store many values in one pipeline."""
+        """Store many values in one pipeline; ``tags_by_key`` adds tags to single keys."""
+        pairs = self._raw_pairs(items, ttl, kind, tags, tags_by_key)
+        self.engine.run(self.engine.set_flow(pairs, self._on_error(on_error)))
+
+    def _raw_pairs(
+        self,
+        items: Mapping[str, Any],
+        ttl: float | None,
+        kind: str | None,
+        tags: Iterable[str],
+        tags_by_key: Mapping[str, Iterable[str]] | None,
+    ) -> list[tuple[Call, Any]]:
         tags = tuple(tags)
-        pairs = [(self._raw_call(k, kind, tags, ttl), v) for k, v in items.items()]
-        self.engine.run(self.engine.set_flow(pairs, self.on_error))
+        extra = tags_by_key or {}
+        return [
+            (self._raw_call(k, kind, (*tags, *extra.get(k, ())), ttl), v) for k, v in items.items()
+        ]
 
     async def aset_many(
         self,
@@ -342,10 +443,12 @@ class Cache:
         ttl: float | None = None,
         kind: str | None = None,
         tags: Iterable[str] = (),
+        *,
+        tags_by_key: Mapping[str, Iterable[str]] | None = None,
+        on_error: str | None = None,
     ) -> None:
-        tags = tuple(tags)
-        pairs = [(self._raw_call(k, kind, tags, ttl), v) for k, v in items.items()]
-        await self.engine.arun(self.engine.set_flow(pairs, self.on_error))
+        pairs = self._raw_pairs(items, ttl, kind, tags, tags_by_key)
+        await self.engine.arun(self.engine.set_flow(pairs, self._on_error(on_error)))
 
     def delete(self, key: str) -> None:
         """Remove ``key`` from every process's L1 and from Redis."""
@@ -363,12 +466,11 @@ class Cache:
         with local.lock:
             hits, misses, size = local.hits, local.misses, len(local)
         out = self.engine.stats.snapshot(hits, misses, size)
-        sub = self.engine.subscriber
         out["channel"] = {
             **self.engine.health_state(),
-            "state_changes": sub.state_changes if sub else 0,
-            "messages": sub.messages if sub else 0,
+            **channel_figures(self.engine.subscriber),
         }
+        out.update(self.engine.resilience_stats())
         return out
 
     def health(self) -> dict[str, Any]:
@@ -416,6 +518,14 @@ class _Decorator:
     @overload
     def __call__(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
     def __call__(self, func: Callable[..., Any], /) -> Any: ...
+
+
+def _timeouts(soft: float, hard: float | None) -> tuple[float, float | None]:
+    if not (math.isfinite(soft) and soft >= 0):
+        raise ConfigurationError(f"soft_timeout must be >= 0 seconds, not {soft!r}")
+    if hard is not None and not (math.isfinite(hard) and hard > 0):
+        raise ConfigurationError(f"hard_timeout must be > 0 seconds or None, not {hard!r}")
+    return soft, hard
 
 
 def session_options(func: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,11 @@ While the :class:`Subscriber` holds the channel ``<namespace>:invalidate`` the m
 and L2 hits are validated against it with no round trip. When the channel drops (restart, CLIENT
 KILL, a silent network cut caught by a PING deadline) the map is distrusted at once: L1 serves no
 tagged entry and L2 reads fetch versions in the same round trip, until the channel is back.
+
+The channel thread needs the GIL to apply a message. In a process whose other threads run Python
+code without releasing it (a CPU-bound loop of L1 hits), every hand-off waits for the switch
+interval (``sys.getswitchinterval()``, 5 ms), and on a machine with more runnable threads than
+cores, for the scheduler as well: that, not Redis, is where the propagation time goes there.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from .keys import NAMESPACE_TAG
 from .policy import backoff
 
-__all__ = ["Message", "Subscriber", "TagVersions"]
+__all__ = ["Message", "Subscriber", "TagVersions", "channel_figures"]
 
 log = logging.getLogger("tta_cache.coherence")
 
@@ -79,6 +84,13 @@ class TagVersions:
                 return False
         return True
 
+    def blocked(self, stamp: Stamp) -> bool:
+        """Whether an invalidation of a stamped tag is still waiting for Redis (I8)."""
+        if self.pending_all:
+            return True
+        pending = self.pending
+        return bool(pending) and any(t in pending for t, _ in stamp)
+
     def behind(self, stamp: Stamp) -> bool:
         """Whether a newer version of any stamped tag is known (the entry is certainly stale)."""
         if self.pending_all:
@@ -92,7 +104,7 @@ class TagVersions:
         return False
 
     def merge(self, versions: Iterable[tuple[str, int]], epoch: int | None = None) -> bool:
-        """Take the larger of each known and given version; returns whether a known one moved.
+        """Take the larger of each known and given version; returns whether ``gen`` moved.
 
         A fetch passes the ``epoch`` it began in: if the channel came or went since, the fetched
         versions may predate pushes this process never saw, so they are not kept.
@@ -110,6 +122,9 @@ class TagVersions:
             if len(m) > self.maxsize:
                 for t in list(m)[: len(m) - self.maxsize + self.maxsize // 10]:
                     del m[t]
+                # An L1 entry checked at this gen may carry a dropped tag: a later push of it
+                # would land as "unknown" and not move gen, so move it now.
+                moved = True
             if moved:
                 self.gen += 1
         return moved
@@ -159,9 +174,11 @@ class TagVersions:
 
 class Message:
     """An invalidation on the channel: JSON ``{"o": origin, "t": ns, "tags": [...], "v": [...]}``
-    (tag bumps) or ``{"o": origin, "t": ns, "k": [keys]}`` (per-call invalidation)."""
+    (tag bumps) or ``{"o": origin, "t": ns, "k": [keys]}`` (per-call invalidation); or a lease
+    holder's fill notice ``{"o": origin, "f": [keys]}`` that wakes the waiters for those keys (no
+    ``"t"``: it is no invalidation, and stays out of the invalidation lag figures)."""
 
-    __slots__ = ("keys", "origin", "sent_ns", "versions")
+    __slots__ = ("fills", "keys", "origin", "sent_ns", "versions")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.origin = str(data.get("o", ""))
@@ -171,15 +188,21 @@ class Message:
             zip(map(str, tags), map(int, data.get("v") or ()), strict=False)
         )
         self.keys: tuple[str, ...] = tuple(map(str, data.get("k") or ()))
+        self.fills: tuple[str, ...] = tuple(map(str, data.get("f") or ()))
 
     @staticmethod
-    def head(origin: str, tags: Sequence[str]) -> str:
-        """The JSON prefix the bump script completes with the new versions."""
-        return json.dumps({"o": origin, "t": time.time_ns(), "tags": list(tags)})[:-1]
+    def head(origin: str) -> str:
+        """The JSON prefix the bump script completes with the tags and their new versions."""
+        return json.dumps({"o": origin, "t": time.time_ns()})[:-1]
 
     @staticmethod
     def for_keys(origin: str, keys: Sequence[str]) -> bytes:
         return json.dumps({"o": origin, "t": time.time_ns(), "k": list(keys)}).encode()
+
+    @staticmethod
+    def for_fills(origin: str, keys: Sequence[str]) -> bytes:
+        """A lease holder's notice that ``keys`` were filled (or their leases released)."""
+        return json.dumps({"o": origin, "f": list(keys)}).encode()
 
 
 class Subscriber:
@@ -217,7 +240,8 @@ class Subscriber:
         self.reconnects = 0
         self.messages = 0
         self.last_error: str | None = None
-        self.lags: deque[float] = deque(maxlen=4096)  # seconds from publish to receipt
+        self.lags: deque[float] = deque(maxlen=4096)  # seconds from the sender's call to receipt
+        self.transitions: deque[tuple[int, bool]] = deque(maxlen=256)  # (time_ns, up)
 
     def start(self) -> None:
         if self._thread is None:
@@ -241,6 +265,7 @@ class Subscriber:
         if up == self.connected.is_set():
             return
         self.state_changes += 1
+        self.transitions.append((time.time_ns(), up))
         if up:
             self.connected.set()
         else:
@@ -257,6 +282,8 @@ class Subscriber:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("invalidation channel lost: %s", self.last_error)
+            if self.connected.is_set():
+                failures = 0  # the channel was up: a new outage, not a longer one
             self._set_state(False)
             if self._stop.is_set():
                 break
@@ -279,6 +306,11 @@ class Subscriber:
                     last_seen = now
                     kind = msg.get("type")
                     if kind == "subscribe":
+                        if self.connected.is_set():
+                            # The client reconnected and resubscribed by itself: whatever was
+                            # published in between is lost, so refetch as after any outage.
+                            self.reconnects += 1
+                            self._set_state(False)
                         self._set_state(True)
                     elif kind == "message":
                         self._handle(msg["data"])
@@ -308,3 +340,22 @@ class Subscriber:
         if message.sent_ns:
             self.lags.append(max(0.0, (time.time_ns() - message.sent_ns) / 1e9))
         self._on_message(message)
+
+
+def channel_figures(sub: Subscriber | None) -> dict[str, Any]:
+    """The channel's metrics for ``stats()``: state changes, reconnects, messages received (own
+    echoes included) and the lag from the sender's call to receipt, in seconds (None: no data)."""
+    lags = sorted(sub.lags.copy()) if sub is not None else []  # copy: the thread appends
+
+    def quantile(q: float) -> float | None:
+        return lags[min(len(lags) - 1, int(q * len(lags)))] if lags else None
+
+    return {
+        "state_changes": sub.state_changes if sub is not None else 0,
+        "reconnects": sub.reconnects if sub is not None else 0,
+        "messages": sub.messages if sub is not None else 0,
+        "lag_p50": quantile(0.50),
+        "lag_p99": quantile(0.99),
+        "lag_max": lags[-1] if lags else None,
+        "last_error": sub.last_error if sub is not None else None,
+    }

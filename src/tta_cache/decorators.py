@@ -8,7 +8,6 @@ map under its lock, compare a generation number and an expiry instant, return.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import enum
 import functools
 import inspect
@@ -87,6 +86,8 @@ class Spec(Generic[R]):
         lock: bool,
         on_error: str,
         include_self: bool = False,
+        soft_timeout: float = 0.0,
+        hard_timeout: float | None = None,
     ) -> None:
         check_name("kind", kind)
         self.func = func
@@ -116,6 +117,8 @@ class Spec(Generic[R]):
         self.kind = kind
         self.freshness = freshness
         self.lock = lock
+        self.soft_timeout = soft_timeout
+        self.hard_timeout = hard_timeout
         self.on_error = on_error
         self.function = function_id(func)
         self.type_hint = _return_hint(func)
@@ -173,26 +176,26 @@ class Spec(Generic[R]):
             kind=self.kind,
             function=self.function,
             lock=self.lock,
+            soft_timeout=self.soft_timeout,
+            hard_timeout=self.hard_timeout,
         )
 
 
 _EXACT = frozenset({str, type(None), bytes})
-_SCALAR = frozenset(
-    {
-        int,
-        float,
-        bool,
-        complex,
-        str,
-        type(None),
-        bytes,
-        decimal.Decimal,
-        uuid.UUID,
-        dt.datetime,
-        dt.date,
-        dt.time,
-    }
-)
+# Equal values of different types hash alike (``1 == True == 1.0 == Decimal(1)``), so they would
+# take turns in one ``(token, vals)`` slot. Only one type of each such group may own the slot:
+# ``int`` owns the integral numbers, ``float`` the others; the rest use their Redis key.
+_OWNERS = frozenset({int, str, bytes, type(None), uuid.UUID, dt.date})
+
+
+def _owns_slot(value: Any) -> bool:
+    t = type(value)
+    if t in _OWNERS:
+        return True
+    if t is float:
+        return not value.is_integer()
+    # plain enums compare by identity; IntEnum and friends equal their values
+    return isinstance(value, enum.Enum) and getattr(t, "__eq__", None) is object.__eq__
 
 
 def local_identity(
@@ -202,14 +205,16 @@ def local_identity(
 
     ``(token, vals)`` is the key the hit path probes without building anything else. Equal
     values of different types (``1``, ``True``, ``1.0``) would share it, so entries whose
-    arguments are not all ``str``/``bytes``/``None`` record their types and a hit compares them.
-    Containers and other objects could hide such a difference deeper down: they use the Redis
-    key itself (an exact, typed encoding) as their L1 key.
+    arguments are not all ``str``/``bytes``/``None`` record their types and a hit compares them,
+    and only arguments whose type owns their value's slot (see ``_OWNERS``) use it at all.
+    Others (``True``, ``1.0``, ``Decimal``, aware datetimes, containers, objects) could share it
+    or hide a difference deeper down: they use the Redis key itself (an exact, typed encoding)
+    as their L1 key.
     """
     kinds = set(map(type, vals))
     if kinds <= _EXACT:
         return (token, vals), None
-    if all(k in _SCALAR or issubclass(k, enum.Enum) for k in kinds):
+    if all(map(_owns_slot, vals)):
         return (token, vals), tuple(map(type, vals))
     return key, None
 
@@ -222,6 +227,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     data = local.data
     lock = local.lock
     versions = engine.versions
+    valid = versions.valid
     clock = engine.clock
     token = object()  # this function's identity in the shared L1
     arity = spec.arity
@@ -235,8 +241,9 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
         call = spec.call(vals, token, tag_key)
         return lookup(call.local_key, call.local_types), call
 
-    # The hit path: probe (token, vals); an entry is served while its coherence generation is
-    # current, it has not expired, and (for non-text arguments) the argument types match.
+    # The hit path: probe (token, vals); an entry is served while it has not expired, (for
+    # non-text arguments) the argument types match, and its stamp is current: checked by one
+    # integer compare unless some tag version moved since the entry was last looked at.
     if spec.is_async:
 
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -247,13 +254,14 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                 except (KeyError, TypeError):  # absent, or unhashable arguments
                     pass
                 else:
-                    if (
-                        e.gen == versions.gen
-                        and e.expires > clock()
-                        and (e.types is None or e.types == tuple(map(type, vals)))
+                    if e.expires > clock() and (
+                        e.types is None or e.types == tuple(map(type, vals))
                     ):
-                        local.hits += 1
-                        return e.value
+                        gen = versions.gen
+                        if e.gen == gen or valid(e.stamp):  # re-check once after any change
+                            e.gen = gen
+                            local.hits += 1
+                            return e.value
             value, call = slow(vals)
             if value is not _MISSING:
                 return value
@@ -270,13 +278,14 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                 except (KeyError, TypeError):  # absent, or unhashable arguments
                     pass
                 else:
-                    if (
-                        e.gen == versions.gen
-                        and e.expires > clock()
-                        and (e.types is None or e.types == tuple(map(type, vals)))
+                    if e.expires > clock() and (
+                        e.types is None or e.types == tuple(map(type, vals))
                     ):
-                        local.hits += 1
-                        return e.value
+                        gen = versions.gen
+                        if e.gen == gen or valid(e.stamp):  # re-check once after any change
+                            e.gen = gen
+                            local.hits += 1
+                            return e.value
             value, call = slow(vals)
             if value is not _MISSING:
                 return value

@@ -11,6 +11,11 @@ sync and async; decision logic is never written twice.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import itertools
 import logging
 import os
 import random
@@ -23,9 +28,11 @@ from typing import Any, TypeVar
 
 from .codecs import Codec, Entry
 from .coherence import Message, Subscriber, TagVersions
-from .exceptions import BackendError, DecodeError
+from .exceptions import BackendError, ComputeTimeout, DecodeError
+from .health import ConnectionStats, HealthMonitor, probe
 from .keys import NAMESPACE_TAG, escape
 from .local import LocalEntry, LocalTier
+from .middleware import FLOW_STATE, Chain, Middleware, Operation
 from .policy import (
     BreakerState,
     CircuitBreaker,
@@ -35,17 +42,19 @@ from .policy import (
     expiries,
     judge,
     redis_ttl_ms,
+    retry_due,
 )
-from .redis_tier import AsyncRedisTier, Read, RedisConfig, RedisTier, make_sync_client
+from .redis_tier import AsyncRedisTier, Lease, Read, RedisConfig, RedisTier, make_sync_client
 from .stats import Stats
 
-__all__ = ["Call", "Engine", "Flight"]
+__all__ = ["Call", "Engine", "Flight", "LeaseWait", "Loaded"]
 
 log = logging.getLogger("tta_cache")
 
 T = TypeVar("T")
 Stamp = tuple[tuple[str, int], ...]
-Step = tuple[str, tuple[Any, ...]]
+# (method, args), or (method, args, call) for a step made for one call (middleware sees its kind)
+Step = tuple[str, tuple[Any, ...]] | tuple[str, tuple[Any, ...], "Call | None"]
 Flow = Generator[Step, Any, T]
 
 COMPUTE: Step = ("compute", ())
@@ -67,6 +76,8 @@ class Call:
     kind: str = "default"
     function: str = ""
     lock: bool = False
+    soft_timeout: float = 0.0  # with a stale entry: wait this long for its refresh, then serve it
+    hard_timeout: float | None = None  # the function's bound: ComputeTimeout past it
 
 
 class Flight:
@@ -81,6 +92,30 @@ class Flight:
         self.error: BaseException | None = None
         self.done = threading.Event()  # sync joiners wait on this, async ones on ``future``
         self.future = future
+
+
+@dataclass(slots=True)
+class LeaseWait:
+    """A ``lock=True`` caller's lease, and how long it has waited for other holders' fills."""
+
+    lease: Lease
+    force: bool = False  # the entry found cannot be served: take the lease though the key exists
+    holder: str | None = None  # the token of the holder waited for
+    holders: int = 0  # distinct holders waited for so far
+    until: float = 0.0  # (monotonic) when to stop waiting for ``holder`` and compute
+    polls: int = 0
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What one run of :meth:`Engine.load_flow` decided."""
+
+    value: Any = _MISSING
+    created: float | None = None  # when the served entry was written
+    refresh: bool = False  # serve ``value`` and recompute the entry in the background
+    stale: bool = False  # ``value`` is past its soft TTL (stale-while-revalidate)
+    retry: bool = False  # nothing to serve yet: run the flow again after ``wait`` or a fill notice
+    wait: float = 0.0
 
 
 class Engine:
@@ -99,6 +134,8 @@ class Engine:
         rng: random.Random | None = None,
         breaker: CircuitBreaker | None = None,
         channel_ping_interval: float = 1.0,
+        error_throttle: float = 5.0,
+        connection: ConnectionStats | None = None,
     ) -> None:
         self.namespace = namespace
         self.codec = codec
@@ -136,6 +173,36 @@ class Engine:
         self._retry_failures = 0
         self._retry_at = 0.0
         self._closed = False
+        self.chain = Chain(())  # middleware around every step; see use()
+        # Stampedes, freshness and failure: leases, background refresh, timeouts, health.
+        self.error_throttle = error_throttle  # seconds a failing function is left alone
+        self.connection = connection or ConnectionStats(clock)
+        self.health_check_interval = redis.health_check_interval if redis is not None else 0.0
+        self.monitor: HealthMonitor | None = None
+        self.refresh_limit = 256
+        self._refreshing: dict[str, Flight] = {}
+        self._refresh_running = 0
+        self._refresh_idle = threading.Condition(self._flight_lock)
+        self._refresh_slots = threading.BoundedSemaphore(8)
+        self._compute_slots = threading.BoundedSemaphore(64)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failed_at: dict[str, float] = {}  # key -> when its refresh last failed
+        self._fill_lock = threading.Lock()
+        self._fill_waiters: dict[str, set[Callable[[], None]]] = {}
+        self._lease_seq = itertools.count(1)
+        self._counts_lock = threading.Lock()
+        self._counts = dict.fromkeys(
+            (
+                "leases_granted",
+                "lease_waits",
+                "lease_wakeups",
+                "lease_timeouts",
+                "refreshes",
+                "refresh_errors",
+                "compute_timeouts",
+            ),
+            0,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -189,6 +256,9 @@ class Engine:
     def _on_message(self, message: Message) -> None:
         if message.origin == self.origin:
             return  # our own invalidation: applied before invalidate() returned
+        if message.fills:
+            self._filled(message.fills)  # a lease holder elsewhere is done: wake our waiters
+            return
         self.stats.add(invalidations_received=1)
         if message.versions:
             self.versions.merge(message.versions)
@@ -198,7 +268,7 @@ class Engine:
     def _drop_keys(self, keys: Sequence[str]) -> None:
         self.local.pop_redis_keys(keys)
         with self._flight_lock:
-            for flights in (self._flights, *list(self._aflights.values())):
+            for flights in (self._flights, self._refreshing, *list(self._aflights.values())):
                 for k in keys:
                     flight = flights.pop(k, None)
                     if flight is not None:
@@ -218,12 +288,19 @@ class Engine:
         self.stats.error(kind)
         if isinstance(exc, BackendError):
             self.breaker.record_failure()
+            self.connection.down(exc)
         log.warning("tta-cache %s failed (%s): %s; serving without it", what, kind, exc)
         if on_error == "raise":
             raise exc
 
     def _redis_usable(self) -> bool:
-        return self.redis is not None and self.breaker.allow()
+        """Whether to use Redis now: configured, and the circuit breaker lets the call through
+        (a True in half-open makes this call the breaker's probe). Starts the health monitor."""
+        if self.redis is None:
+            return False
+        if self.monitor is None and self.health_check_interval > 0:
+            self._start_monitor()
+        return self.breaker.allow()
 
     def _decode(self, raw: bytes, type_hint: Any) -> Entry | None:
         try:
@@ -262,35 +339,68 @@ class Engine:
 
     # ------------------------------------------------------------------ flows
 
-    def load_flow(self, call: Call, flight: Flight | None) -> Flow[Any]:
-        """Read-through after an L1 miss: L2, then the function, then fill both tiers."""
+    def load_flow(
+        self,
+        call: Call,
+        flight: Flight | None,
+        wait: LeaseWait | None = None,
+        refresh_of: float | None = None,
+    ) -> Flow[Loaded]:
+        """Read-through after an L1 miss: L2, then the function, then fill both tiers.
+
+        With ``wait`` (``lock=True``) the read also takes the entry's lease when the entry is
+        missing or unusable, in the same round trip; a caller that does not get it returns
+        ``Loaded(wait=s)``, and its shell runs the flow again when the holder's fill notice
+        arrives or ``s`` passes. The holder fills and releases in one round trip.
+
+        An entry past its soft TTL (``STALE``) or drawn for early refresh (``REFRESH``, XFetch) is
+        served with ``refresh=True``: the shell recomputes it in the background. ``refresh_of``
+        makes this flow that background refresh of the entry written at that instant: it serves
+        nothing stale, stands down if another process holds the lease or has refreshed already,
+        and a failing function turns into stale-if-error (the stale entry stays served and the
+        function is left alone for ``error_throttle`` seconds).
+        """
         versions = self.versions
         now = self.clock()
+        refresh = refresh_of is not None
         if self.redis is None:
             stamp: Stamp | None = versions.init_local(call.tags)
         else:
             stamp = versions.snapshot(call.tags)
         if flight is not None:
             flight.stamp = stamp
-        stale: Entry | None = None
-        if self._redis_usable():
+        lease = wait.lease if wait is not None else None
+        granted = False
+        usable = self._redis_usable()
+        if usable:
             self.ensure_channel()
             epoch = versions.epoch
+            tag_keys = () if stamp is not None else call.tag_keys
             read: Read | None = None
             try:
-                read = yield ("read", (call.key, () if stamp is not None else call.tag_keys))
-                self.breaker.record_success()
+                if wait is None:
+                    read = yield ("read", (call.key, tag_keys), call)
+                else:
+                    force = refresh or wait.force
+                    read = yield ("lease_read", (call.key, tag_keys, lease, force), call)
+                self._redis_ok()
             except BackendError as exc:
+                usable = False  # one timeout per call: no fill either
                 self._fail(exc, call.on_error, "read")
             if read is not None:
+                granted = bool(read.granted)
+                if granted:
+                    self._count(leases_granted=1)
                 if read.versions is not None:
                     stamp = tuple(zip(call.tags, read.versions, strict=True))
                     versions.merge(stamp, epoch)
                     if flight is not None:
                         flight.stamp = stamp
+                entry: Entry | None = None
+                verdict = Verdict.EXPIRED
                 if read.raw is not None and call.key not in self._queued_keys:
                     entry = self._decode(read.raw, call.type_hint)
-                    if entry is not None and entry.stamp == stamp:
+                    if entry is not None and entry.stamp == stamp and not versions.blocked(stamp):
                         fr = call.freshness
                         verdict = judge(
                             now,
@@ -300,40 +410,94 @@ class Engine:
                             fr.beta,
                             1.0 - self.rng.random(),
                         )
-                        if verdict is Verdict.FRESH or verdict is Verdict.REFRESH:
-                            self.stats.add(redis_hits=1)
-                            gen = versions.gen
-                            if stamp is not None and not versions.behind(stamp):
-                                self._local_put(call, entry.value, stamp, entry.fresh_until, gen)
-                            return entry.value
-                        if verdict is Verdict.STALE:
-                            stale = entry
-                self.stats.add(redis_misses=1)
-        self.stats.add(misses=1)
+                serve = entry is not None and verdict is not Verdict.EXPIRED
+                if refresh and entry is not None:  # stand down if another process refreshed it
+                    serve = serve and verdict is not Verdict.STALE and entry.created != refresh_of
+                if serve and entry is not None:
+                    if granted:  # it was filled between two of our reads
+                        yield from self._release(call, lease)
+                    if refresh:
+                        return Loaded(entry.value, entry.created)
+                    self.stats.add(redis_hits=1)
+                    if verdict is Verdict.STALE:
+                        failed = self._failed_at.get(call.key)
+                        due = failed is None or retry_due(now, failed, self.error_throttle)
+                        return Loaded(entry.value, entry.created, refresh=due, stale=True)
+                    gen = versions.gen
+                    if stamp is not None and not versions.behind(stamp):
+                        self._local_put(call, entry.value, stamp, entry.fresh_until, gen)
+                    early = verdict is Verdict.REFRESH
+                    return Loaded(entry.value, entry.created, refresh=early)
+                if not refresh:
+                    self.stats.add(redis_misses=1)
+                if wait is not None and not granted:
+                    if refresh:
+                        return Loaded()  # another process is refreshing it
+                    if read.raw is not None and not wait.force:
+                        wait.force = True  # there but unusable: claim the lease over it, now
+                        return Loaded(retry=True)
+                    wait.force = read.raw is not None
+                    pause = self._lease_wait(wait, read.holder)
+                    if pause > 0:
+                        return Loaded(retry=True, wait=pause)
+        if refresh and not usable:
+            return Loaded()  # nothing to refresh into
+        if not refresh:
+            self.stats.add(misses=1)
         started = time.perf_counter()
-        value = yield COMPUTE
+        try:
+            value = yield ("compute", (), call)
+        except Exception as exc:
+            if granted:  # waiters learn at once and compute themselves
+                yield from self._release(call, lease)
+            if not refresh:
+                raise
+            self._refresh_failed(call, exc)
+            return Loaded()
         took = time.perf_counter() - started
         self.stats.add(computes=1, compute_seconds=took)
-        del stale  # stale-while-revalidate / stale-if-error: see policy.Freshness.stale_ttl
+        self._failed_at.pop(call.key, None)
+        if refresh:
+            self._count(refreshes=1)
         if stamp is None:
-            return value  # versions unknowable (Redis down): never cache a tagged value blind
+            return Loaded(
+                value
+            )  # versions unknowable (Redis down): never cache a tagged value blind
         gen = versions.gen
         if versions.behind(stamp) or (flight is not None and flight.doomed):
             self.stats.add(skipped_stale_fills=1)  # invalidated while computing (I3)
-            return value
+            if granted:  # not written, but waiters must read again (and compute)
+                yield from self._release(call, lease)
+            return Loaded(value)
         written = self.clock()
         fresh_until, hard_until = expiries(written, call.freshness, self.rng.random())
         self._local_put(call, value, stamp, fresh_until, gen)
-        if self._redis_usable():
+        if usable and self._redis_usable():
             payload = self.codec.encode(
                 value, stamp=stamp, created=written, fresh_until=fresh_until, compute_time=took
             )
+            px = redis_ttl_ms(written, hard_until)
             try:
-                yield ("write", (call.key, payload, redis_ttl_ms(written, hard_until)))
-                self.breaker.record_success()
+                if granted:
+                    notice = Message.for_fills(self.origin, (call.key,))
+                    yield ("fill", (call.key, payload, px, lease, notice), call)
+                    self._filled((call.key,))
+                else:
+                    yield ("write", (call.key, payload, px), call)
+                self._redis_ok()
             except BackendError as exc:
                 self._fail(exc, call.on_error, "fill")
-        return value
+        return Loaded(value)
+
+    def _release(self, call: Call, lease: Lease | None) -> Flow[None]:
+        """Give a lease back unfilled and wake its waiters (in every process)."""
+        assert lease is not None
+        try:
+            notice = Message.for_fills(self.origin, (call.key,))
+            yield ("fill", (call.key, None, 0, lease, notice), call)
+        except BackendError as exc:
+            self._fail(exc, call.on_error, "lease release")
+        self._filled((call.key,))
 
     def get_flow(self, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]:
         """Raw ``get``/``get_many``: L1, then one MGET, then (only for tags this process does not
@@ -446,8 +610,9 @@ class Engine:
                     "bump",
                     (
                         tuple(self.tag_key(t) for t in tags),
+                        tags,
                         self.channel,
-                        Message.head(self.origin, tags),
+                        Message.head(self.origin),
                     ),
                 )
                 self.versions.merge(zip(tags, new, strict=True))
@@ -492,8 +657,9 @@ class Engine:
             if tags:
                 new = self.redis.bump(
                     tuple(self.tag_key(t) for t in tags),
+                    tags,
                     self.channel,
-                    Message.head(self.origin, tags),
+                    Message.head(self.origin),
                 )
                 self.versions.merge(zip(tags, new, strict=True))
             if keys:
@@ -506,6 +672,7 @@ class Engine:
             log.warning("queued invalidation not taken yet (%s); retrying", exc)
             return
         self._retry_failures = 0
+        self.stats.add(invalidations_sent=int(bool(tags)) + int(bool(keys)))
         with self._queue_lock:
             for t in tags:
                 self._queued_tags.pop(t, None)
@@ -522,17 +689,29 @@ class Engine:
 
     # ------------------------------------------------------------------ drivers
 
-    def run(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
+    def use(self, middleware: Iterable[Middleware]) -> None:
+        """Run every step through ``middleware`` (the first is outermost). The drivers are chosen
+        here, once: with no middleware, :meth:`run` and :meth:`arun` run no chain at all."""
+        self.chain = Chain(middleware)
+        if self.chain:
+            self.run = self._run_chained  # type: ignore[method-assign]
+            self.arun = self._arun_chained  # type: ignore[method-assign]
+        else:
+            self.run = self._run_plain  # type: ignore[method-assign]
+            self.arun = self._arun_plain  # type: ignore[method-assign]
+
+    def _run_plain(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
         """Drive a flow with the sync Redis client."""
         tier = self.redis
         send: Any = None
         error: BaseException | None = None
         while True:
             try:
-                method, args = flow.send(send) if error is None else flow.throw(error)
+                step = flow.send(send) if error is None else flow.throw(error)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             error = None
+            method, args = step[0], step[1]
             try:
                 if method == "compute":
                     assert compute is not None
@@ -544,17 +723,20 @@ class Engine:
             except BaseException as exc:
                 error = exc
 
-    async def arun(self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
+    async def _arun_plain(
+        self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None
+    ) -> T:
         """Drive a flow with the asyncio Redis client of the running loop."""
         tier = self.aredis
         send: Any = None
         error: BaseException | None = None
         while True:
             try:
-                method, args = flow.send(send) if error is None else flow.throw(error)
+                step = flow.send(send) if error is None else flow.throw(error)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             error = None
+            method, args = step[0], step[1]
             try:
                 if method == "compute":
                     assert compute is not None
@@ -565,6 +747,83 @@ class Engine:
                     self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
             except BaseException as exc:
                 error = exc
+
+    run = _run_plain
+    arun = _arun_plain
+
+    def _timed(self, redis_op: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        started = time.perf_counter()
+        result = redis_op(*args)
+        self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+        return result
+
+    async def _atimed(self, redis_op: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+        started = time.perf_counter()
+        result = await redis_op(*args)
+        self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+        return result
+
+    def _run_chained(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
+        """:meth:`run` with middleware: each step goes through the chain as an Operation."""
+        tier = self.redis
+        chain = self.chain.call
+        namespace = self.namespace
+        token = FLOW_STATE.set({})
+        send: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(send) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                error = None
+                method, args = step[0], step[1]
+                call = step[2] if len(step) > 2 else None
+                op = Operation.of(method, args, call, namespace=namespace, is_async=False)
+                try:
+                    if method == "compute":
+                        assert compute is not None
+                        send = chain(op, compute)
+                    else:
+                        redis_op = getattr(tier, method)
+                        send = chain(op, functools.partial(self._timed, redis_op, args))
+                except BaseException as exc:
+                    error = exc
+        finally:
+            FLOW_STATE.reset(token)
+
+    async def _arun_chained(
+        self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None
+    ) -> T:
+        """:meth:`arun` with middleware: each step goes through the chain as an Operation."""
+        tier = self.aredis
+        chain = self.chain.acall
+        namespace = self.namespace
+        token = FLOW_STATE.set({})
+        send: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(send) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                error = None
+                method, args = step[0], step[1]
+                call = step[2] if len(step) > 2 else None
+                op = Operation.of(method, args, call, namespace=namespace, is_async=True)
+                try:
+                    if method == "compute":
+                        assert compute is not None
+                        send = await chain(op, compute)
+                    else:
+                        redis_op = getattr(tier, method)
+                        send = await chain(op, functools.partial(self._atimed, redis_op, args))
+                except BaseException as exc:
+                    error = exc
+        finally:
+            FLOW_STATE.reset(token)
 
     # ------------------------------------------------------------------ single-flight + load
 
@@ -578,13 +837,13 @@ class Engine:
             if flight is None or leader:
                 flight = flights[call.key] = Flight()
         if not leader:
-            if flight.done.wait(self.lock_timeout) and flight.error is None:
+            if flight.done.wait(self._join_timeout(call)) and flight.error is None:
                 return flight.result
             if flight.done.is_set() and isinstance(flight.error, Exception):
                 raise flight.error
             flight = Flight()  # the leader was cancelled or is too slow: compute ourselves
         try:
-            result = self.run(self.load_flow(call, flight), compute)
+            result = self._lead(call, flight, compute)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -608,7 +867,9 @@ class Engine:
         flight = flights.get(call.key)
         if flight is not None and flight.future is not None and self._joinable(flight):
             try:
-                return await asyncio.wait_for(asyncio.shield(flight.future), self.lock_timeout)
+                return await asyncio.wait_for(
+                    asyncio.shield(flight.future), self._join_timeout(call)
+                )
             except asyncio.TimeoutError:
                 pass  # the leader is too slow: compute ourselves
             except asyncio.CancelledError:
@@ -619,7 +880,7 @@ class Engine:
         assert future is not None
         flights[call.key] = flight
         try:
-            result = await self.arun(self.load_flow(call, flight), compute)
+            result = await self._alead(call, flight, compute)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 future.set_exception(exc)
@@ -632,8 +893,360 @@ class Engine:
             return result
         finally:
             if flights.get(call.key) is flight:
-                del flights[call.key]
+                flights.pop(call.key, None)  # the channel thread may have popped it already
             self.stats.add(slow_ops=1, slow_seconds=time.perf_counter() - started)
+
+    def _join_timeout(self, call: Call) -> float:
+        # As long as the leader may take: a lease wait (two holders at most), then the function.
+        return self.lock_timeout * (3 if call.lock else 1) + (call.hard_timeout or 0.0)
+
+    # ------------------------------------------------------------------ the leader's shells
+    #
+    # The flow decides; these only wait: for another process's lease (a fill notice or a pause),
+    # for a computation bounded by its timeout, for a background refresh up to soft_timeout.
+
+    def _lead(self, call: Call, flight: Flight, compute: Callable[[], Any]) -> Any:
+        bounded = self._bounded(call, compute)
+        wait = self._lease_wait_for(call)
+        if wait is None:
+            loaded = self.run(self.load_flow(call, flight), bounded)
+        else:
+            woke = threading.Event()
+            self._watch(call.key, woke.set)
+            try:
+                loaded = self.run(self.load_flow(call, flight, wait), bounded)
+                while loaded.retry:
+                    woke.wait(loaded.wait)
+                    woke.clear()
+                    loaded = self.run(self.load_flow(call, flight, wait), bounded)
+            finally:
+                self._unwatch(call.key, woke.set)
+        if loaded.refresh:
+            refreshing = self._refresh_soon(call, compute, loaded.created)
+            if refreshing is not None and loaded.stale and call.soft_timeout > 0:
+                done, _ = concurrent.futures.wait((refreshing,), call.soft_timeout)
+                if done and refreshing.exception() is None:
+                    fresh = refreshing.result()
+                    if fresh is not _MISSING:
+                        return fresh
+        return self._served(loaded)
+
+    async def _alead(
+        self, call: Call, flight: Flight, compute: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        bounded = self._abounded(call, compute)
+        wait = self._lease_wait_for(call)
+        if wait is None:
+            loaded = await self.arun(self.load_flow(call, flight), bounded)
+        else:
+            loop = asyncio.get_running_loop()
+            woke = asyncio.Event()
+
+            def wake() -> None:  # called from the channel thread
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(woke.set)
+
+            self._watch(call.key, wake)
+            try:
+                loaded = await self.arun(self.load_flow(call, flight, wait), bounded)
+                while loaded.retry:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(woke.wait(), loaded.wait)
+                    woke.clear()
+                    loaded = await self.arun(self.load_flow(call, flight, wait), bounded)
+            finally:
+                self._unwatch(call.key, wake)
+        if loaded.refresh:
+            refreshing = self._arefresh_soon(call, compute, loaded.created)
+            if refreshing is not None and loaded.stale and call.soft_timeout > 0:
+                done, _ = await asyncio.wait((refreshing,), timeout=call.soft_timeout)
+                if done and not refreshing.cancelled():
+                    fresh = refreshing.result()
+                    if fresh is not _MISSING:
+                        return fresh
+        return self._served(loaded)
+
+    def _served(self, loaded: Loaded) -> Any:
+        if loaded.stale:
+            self.stats.add(stale_served=1)
+        return loaded.value
+
+    def _bounded(self, call: Call, compute: Callable[[], Any]) -> Callable[[], Any]:
+        """``compute`` bounded by the call's ``hard_timeout``: it runs in a daemon thread, and is
+        abandoned (a thread cannot be killed) with :class:`ComputeTimeout` when it overruns."""
+        limit = call.hard_timeout
+        if limit is None:
+            return compute
+
+        def bounded() -> Any:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def job() -> None:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(compute())
+                    except BaseException as exc:
+                        future.set_exception(exc)
+
+            deadline = time.monotonic() + limit
+            if self._spawn(job, self._compute_slots, "tta-cache-compute", limit):
+                done, _ = concurrent.futures.wait((future,), deadline - time.monotonic())
+                if done:
+                    return future.result()
+                future.cancel()
+            raise self._timed_out(call, limit)
+
+        return bounded
+
+    def _abounded(
+        self, call: Call, compute: Callable[[], Awaitable[Any]]
+    ) -> Callable[[], Awaitable[Any]]:
+        """``compute`` bounded by the call's ``hard_timeout`` (cancelled when it overruns)."""
+        limit = call.hard_timeout
+        if limit is None:
+            return compute
+
+        async def bounded() -> Any:
+            task = asyncio.ensure_future(compute())
+            try:
+                done, _ = await asyncio.wait((task,), timeout=limit)
+            except BaseException:
+                task.cancel()
+                raise
+            if done:
+                return task.result()
+            task.cancel()
+            raise self._timed_out(call, limit)
+
+        return bounded
+
+    def _timed_out(self, call: Call, limit: float) -> ComputeTimeout:
+        self._count(compute_timeouts=1)
+        return ComputeTimeout(f"{call.function or call.key} did not return within {limit} s")
+
+    @staticmethod
+    def _spawn(
+        target: Callable[[], None],
+        slots: threading.BoundedSemaphore,
+        name: str,
+        timeout: float = 0.0,
+    ) -> bool:
+        """Run ``target`` in a daemon thread if one of ``slots`` frees up within ``timeout``.
+
+        Daemon threads, not an executor: an abandoned computation must not hold up interpreter
+        exit. The caller's context (tracing spans) goes with it."""
+        if not (slots.acquire(timeout=timeout) if timeout > 0 else slots.acquire(blocking=False)):
+            return False
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                context.run(target)
+            finally:
+                slots.release()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return True
+
+    # ------------------------------------------------------------------ leases (I5, processes)
+
+    @staticmethod
+    def lease_key(key: str) -> str:
+        """The key of ``key``'s lease, beside it (same Cluster slot when ``key`` has a hash tag)."""
+        return key + ":lease"
+
+    def _lease_wait_for(self, call: Call) -> LeaseWait | None:
+        if not call.lock or self.redis is None:
+            return None
+        token = f"{self.origin}-{next(self._lease_seq)}"
+        ms = max(1, round(self.lock_timeout * 1000))
+        return LeaseWait(Lease(self.lease_key(call.key), token, ms, self.channel))
+
+    def _lease_wait(self, wait: LeaseWait, holder: str | None) -> float:
+        """Seconds to wait for ``holder``'s fill before reading again; 0: stop waiting, compute.
+
+        A caller waits at most ``lock_timeout`` for one holder (the lease lives that long, so a
+        dead holder has freed the key by then and one waiter takes over) and for two holders in
+        all. The fill notice wakes it at once; these pauses only pace the reads that back it up.
+        """
+        now = time.monotonic()
+        if holder != wait.holder:
+            wait.holder = holder
+            wait.holders += 1
+            if wait.holders <= 2:
+                wait.until = now + self.lock_timeout
+        left = wait.until - now
+        if left <= 0:
+            self._count(lease_timeouts=1)
+            return 0.0
+        wait.polls += 1
+        if wait.polls == 1:
+            self._count(lease_waits=1)
+        rnd = 0.5 + self.rng.random() / 2
+        return min(left, backoff(wait.polls, base=0.005, cap=self.lock_timeout / 8, rnd=rnd))
+
+    def _watch(self, key: str, wake: Callable[[], None]) -> None:
+        with self._fill_lock:
+            self._fill_waiters.setdefault(key, set()).add(wake)
+
+    def _unwatch(self, key: str, wake: Callable[[], None]) -> None:
+        with self._fill_lock:
+            waiting = self._fill_waiters.get(key)
+            if waiting is not None:
+                waiting.discard(wake)
+                if not waiting:
+                    del self._fill_waiters[key]
+
+    def _filled(self, keys: Iterable[str]) -> None:
+        """Wake this process's callers waiting on a lease of ``keys``: the key was filled or the
+        lease released (the channel thread calls it for other processes' fill notices)."""
+        with self._fill_lock:
+            wakes = [w for k in keys for w in self._fill_waiters.get(k, ())]
+        if wakes:
+            self._count(lease_wakeups=len(wakes))
+        for wake in wakes:
+            wake()
+
+    # ------------------------------------------------------------------ background refresh
+
+    def _claim_refresh(self, key: str) -> Flight | None:
+        # One refresh per key per process; and a bound on how many run at once.
+        with self._flight_lock:
+            if key in self._refreshing or self._refresh_running >= self.refresh_limit:
+                return None
+            flight = self._refreshing[key] = Flight()
+            self._refresh_running += 1
+            return flight
+
+    def _unclaim_refresh(self, key: str, flight: Flight) -> None:
+        with self._refresh_idle:
+            if self._refreshing.get(key) is flight:
+                del self._refreshing[key]
+            self._refresh_running -= 1
+            self._refresh_idle.notify_all()
+
+    def _refresh_failed(self, call: Call, exc: Exception) -> None:
+        """Stale-if-error: keep serving the stale entry; leave the function alone for a while."""
+        self._failed_at[call.key] = self.clock()
+        if len(self._failed_at) > 10_000:
+            self._failed_at.pop(next(iter(self._failed_at)), None)
+        self._count(refresh_errors=1)
+        log.warning(
+            "tta-cache: refreshing %s failed (%s: %s); serving the stale value, next try in %s s",
+            call.function or "an entry",
+            type(exc).__name__,
+            exc,
+            self.error_throttle,
+        )
+
+    def _refresh_soon(
+        self, call: Call, compute: Callable[[], Any], created: float | None
+    ) -> concurrent.futures.Future[Any] | None:
+        """Recompute ``call``'s entry in a background thread unless this process already is."""
+        flight = self._claim_refresh(call.key)
+        if flight is None:
+            return None
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def refresh() -> None:
+            try:
+                flow = self.load_flow(call, flight, self._lease_wait_for(call), created)
+                future.set_result(self.run(flow, self._bounded(call, compute)).value)
+            except BaseException as exc:  # on_error="raise" Redis errors: nobody to raise to
+                log.warning("tta-cache: background refresh failed: %s", exc)
+                future.set_exception(exc)
+            finally:
+                self._unclaim_refresh(call.key, flight)
+
+        if not self._spawn(refresh, self._refresh_slots, "tta-cache-refresh"):
+            self._unclaim_refresh(call.key, flight)
+            return None
+        return future
+
+    def _arefresh_soon(
+        self, call: Call, compute: Callable[[], Awaitable[Any]], created: float | None
+    ) -> asyncio.Task[Any] | None:
+        """Recompute ``call``'s entry in a task of this loop unless this process already is."""
+        flight = self._claim_refresh(call.key)
+        if flight is None:
+            return None
+
+        async def refresh() -> Any:
+            try:
+                flow = self.load_flow(call, flight, self._lease_wait_for(call), created)
+                return (await self.arun(flow, self._abounded(call, compute))).value
+            except Exception as exc:  # on_error="raise" Redis errors: nobody to raise to
+                log.warning("tta-cache: background refresh failed: %s", exc)
+                return _MISSING
+            finally:
+                self._unclaim_refresh(call.key, flight)
+
+        task = asyncio.get_running_loop().create_task(refresh(), name="tta-cache-refresh")
+        self._tasks.add(task)  # a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def wait_refreshes(self, timeout: float = 5.0) -> bool:
+        """Block until no background refresh runs (True) or ``timeout`` passes (False). Refresh
+        tasks of the calling thread's own event loop cannot finish meanwhile: await
+        :meth:`await_refreshes` there."""
+        with self._refresh_idle:
+            return self._refresh_idle.wait_for(lambda: not self._refresh_running, timeout)
+
+    async def await_refreshes(self, timeout: float = 5.0) -> bool:
+        """:meth:`wait_refreshes` for async code: this loop's refresh tasks, then any others."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop]
+        if mine:
+            _, pending = await asyncio.wait(mine, timeout=timeout)
+            if pending:
+                return False
+        return await loop.run_in_executor(None, self.wait_refreshes, timeout)
+
+    # ------------------------------------------------------------------ health
+
+    def _redis_ok(self) -> None:
+        self.breaker.record_success()
+        self.connection.up()
+
+    def _start_monitor(self) -> None:
+        with self._sub_lock:
+            if self.monitor is None and not self._closed:
+                monitor = HealthMonitor(functools.partial(probe, self), self.health_check_interval)
+                monitor.start()
+                self.monitor = monitor
+
+    def _count(self, **deltas: int) -> None:
+        with self._counts_lock:
+            for name, delta in deltas.items():
+                self._counts[name] += delta
+
+    def resilience_stats(self) -> dict[str, Any]:
+        """Leases, background refreshes, timeouts, the breaker and the connection, for stats()."""
+        with self._counts_lock:
+            c = dict(self._counts)
+        breaker = self.breaker
+        return {
+            "leases": {
+                "granted": c["leases_granted"],
+                "waits": c["lease_waits"],
+                "wakeups": c["lease_wakeups"],
+                "timeouts": c["lease_timeouts"],
+            },
+            "refreshes": {
+                "done": c["refreshes"],
+                "errors": c["refresh_errors"],
+                "running": self._refresh_running,
+            },
+            "compute_timeouts": c["compute_timeouts"],
+            "breaker": {
+                "state": breaker.state.value,
+                "transitions": breaker.transitions,
+                "opened": breaker.opened_count,
+                "history": self.connection.breaker_history(),
+            },
+            "connection": self.connection.snapshot(),
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -649,12 +1262,19 @@ class Engine:
 
     def close(self) -> None:
         self._closed = True
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.subscriber is not None:
             self.subscriber.stop()
         if self.redis is not None:
             self.redis.close()
 
     async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        refreshing = [t for t in self._tasks if t.get_loop() is loop]
+        for task in refreshing:
+            task.cancel()  # a refresh is an optimisation; a lease it held expires by itself
+        await asyncio.gather(*refreshing, return_exceptions=True)
         if self.aredis is not None:
             await self.aredis.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.close)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,7 +29,16 @@ from redis.retry import Retry
 
 from .exceptions import BackendError, BackendTimeout, ConfigurationError
 
-__all__ = ["AsyncRedisTier", "Read", "RedisConfig", "RedisTier", "mask_url"]
+__all__ = [
+    "FILL_LUA",
+    "LEASE_READ_LUA",
+    "AsyncRedisTier",
+    "Lease",
+    "Read",
+    "RedisConfig",
+    "RedisTier",
+    "mask_url",
+]
 
 T = TypeVar("T")
 
@@ -64,23 +73,69 @@ return out
 """
 )
 
-# KEYS: tag version keys. ARGV[1]: ttl; ARGV[2]: channel; ARGV[3]: message head (JSON without the
-# closing brace). Bumps every version and publishes the new ones in the same atomic step, so
-# subscribers see versions of one tag in increasing order.
+# KEYS: tag version keys. ARGV[1]: ttl; ARGV[2]: channel; ARGV[3]: message head (JSON object without
+# its closing brace); ARGV[4..]: the tags, one per key. Bumps every version and publishes the tags
+# and their new versions in the same atomic step, so subscribers see versions of one tag in
+# increasing order. In a cluster it runs once per tag key, each run publishing its own tag.
 BUMP_LUA = (
     _INIT
     + """
 local ttl = tonumber(ARGV[1])
 local out = {}
+local names = {}
 for i, k in ipairs(KEYS) do
   version(k, ttl)
   redis.call('INCR', k)
   out[i] = redis.call('GET', k)
+  names[i] = ARGV[i + 3]
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"v":[' .. table.concat(out, ',') .. ']}')
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"tags":' .. cjson.encode(names)
+  .. ',"v":[' .. table.concat(out, ',') .. ']}')
 return out
 """
 )
+
+
+# KEYS: the entry key, its lease key. ARGV: token, lease ms, force ("1": the caller cannot use the
+# entry it finds, so take the lease even though the key exists). One round trip for a miss under
+# ``lock=True``: returns {entry or false, 1 if the lease was granted else 0, the holder or false}.
+LEASE_READ_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and ARGV[3] ~= '1' then return {v, 0, false} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {v, 1, ARGV[1]} end
+return {v, 0, redis.call('GET', KEYS[2])}
+"""
+
+# KEYS: the lease key[, the entry key]. ARGV: token, channel, fill notice[, payload, px]. Writes the
+# entry (if given), releases the lease only if it still holds our token, and tells the waiters of
+# every process at once: a fill, a release and a wake-up in one round trip.
+FILL_LUA = """
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+
+def _same_slot(a: str, b: str) -> bool:
+    from redis.crc import key_slot
+
+    return bool(key_slot(a.encode()) == key_slot(b.encode()))
+
+
+def _lease_reply(reply: Sequence[Any]) -> tuple[bytes | None, bool, str | None]:
+    raw, granted, holder = reply
+    return raw or None, bool(granted), holder.decode() if isinstance(holder, bytes) else holder
+
+
+def _pool_usage(pools: Iterable[Any]) -> dict[str, int]:
+    in_use = idle = most = 0
+    for pool in pools:
+        counts = pool.get_connection_count()  # [(idle, attributes), (in use, attributes)]
+        idle += counts[0][0]
+        in_use += counts[1][0]
+        most += pool.max_connections
+    return {"in_use": in_use, "idle": idle, "available": max(0, most - in_use), "max": most}
 
 
 def mask_url(url: str) -> str:
@@ -271,11 +326,23 @@ def translated(op: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A caller's claim on computing one entry across processes (``lock=True``)."""
+
+    key: str  # the lease key: the entry key + ":lease"
+    token: str  # who holds it; only its holder's token releases it
+    ms: int  # how long it lives unless released (``lock_timeout``): a dead holder frees it so
+    channel: str  # where the fill notice that wakes the waiters is published
+
+
+@dataclass(frozen=True, slots=True)
 class Read:
     """What one L2 read returned: the raw entry and, if asked, the current tag versions."""
 
     raw: bytes | None
     versions: tuple[int, ...] | None
+    granted: bool | None = None  # lease reads: whether this caller got the lease
+    holder: str | None = None  # lease reads: the token of whoever holds it
 
 
 class _Base(Generic[T]):
@@ -293,6 +360,8 @@ class RedisTier(_Base[Any]):
         self.client = make_sync_client(cfg)
         self._versions = self.client.register_script(VERSIONS_LUA)
         self._bump = self.client.register_script(BUMP_LUA)
+        self._lease = self.client.register_script(LEASE_READ_LUA)
+        self._fill = self.client.register_script(FILL_LUA)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> Read:
         with translated("GET"):
@@ -306,6 +375,51 @@ class RedisTier(_Base[Any]):
             self._versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
             raw, versions = pipe.execute()
             return Read(raw, tuple(map(int, versions)))
+
+    def lease_read(self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool) -> Read:
+        """:meth:`read`, taking the key's lease if the key is absent (or ``force``), in one round
+        trip. In Cluster with the key and its lease in different slots it is not atomic: a fill
+        landing between the GET and the SET NX costs one extra computation, never a wrong value."""
+        keys, args = [key, lease.key], [lease.token, lease.ms, "1" if force else "0"]
+        with translated("EVALSHA lease"):
+            if self.cluster:
+                if _same_slot(key, lease.key):
+                    reply = _lease_reply(self._lease(keys=keys, args=args))
+                else:
+                    reply = self._lease_apart(key, lease, force)
+                return Read(reply[0], self.versions(tag_keys) if tag_keys else None, *reply[1:])
+            if not tag_keys:
+                raw, granted, holder = _lease_reply(self._lease(keys=keys, args=args))
+                return Read(raw, None, granted, holder)
+            pipe = self.client.pipeline(transaction=False)
+            self._lease(keys=keys, args=args, client=pipe)
+            self._versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+            reply, versions = pipe.execute()
+            raw, granted, holder = _lease_reply(reply)
+            return Read(raw, tuple(map(int, versions)), granted, holder)
+
+    def _lease_apart(
+        self, key: str, lease: Lease, force: bool
+    ) -> tuple[bytes | None, bool, str | None]:
+        raw = self.client.get(key)
+        if raw is not None and not force:
+            return raw, False, None
+        if self.client.set(lease.key, lease.token, nx=True, px=lease.ms):
+            return raw, True, lease.token
+        return _lease_reply((raw, 0, self.client.get(lease.key)))
+
+    def fill(self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes) -> None:
+        """Write the entry (unless ``payload`` is None), release the lease if it is still ours, and
+        publish the fill ``notice`` that wakes the waiters of every process: one round trip."""
+        release = [lease.token, lease.channel, notice]
+        with translated("EVALSHA fill"):
+            if payload is None:
+                self._fill(keys=[lease.key], args=release)
+            elif self.cluster and not _same_slot(key, lease.key):
+                self.client.set(key, payload, px=px)
+                self._fill(keys=[lease.key], args=release)
+            else:
+                self._fill(keys=[lease.key, key], args=[*release, payload, px])
 
     def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
         with translated("EVALSHA versions"):
@@ -344,20 +458,33 @@ class RedisTier(_Base[Any]):
                 pipe.publish(channel, message)
             return int(pipe.execute()[0])
 
-    def bump(self, tag_keys: Sequence[str], channel: str, head: str) -> tuple[int, ...]:
+    def bump(
+        self, tag_keys: Sequence[str], tags: Sequence[str], channel: str, head: str
+    ) -> tuple[int, ...]:
+        """INCR the versions of ``tags`` (stored at ``tag_keys``) and publish them on ``channel``."""
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
-            if self.cluster:
-                # one script per slot; each publishes its own message (tags stay ordered per key)
-                out: list[int] = []
-                for k in tag_keys:
-                    out.extend(map(int, self._bump(keys=[k], args=[ttl, channel, head])))
-                return tuple(out)
-            return tuple(map(int, self._bump(keys=list(tag_keys), args=[ttl, channel, head])))
+            if self.cluster:  # one slot per script: each run publishes its own tag
+                return tuple(
+                    int(self._bump(keys=[k], args=[ttl, channel, head, t])[0])
+                    for k, t in zip(tag_keys, tags, strict=True)
+                )
+            return tuple(
+                map(int, self._bump(keys=list(tag_keys), args=[ttl, channel, head, *tags]))
+            )
 
     def ping(self) -> bool:
         with translated("PING"):
             return bool(self.client.ping())
+
+    def pool_usage(self) -> dict[str, int]:
+        """This client's connections: ``in_use``, ``idle``, ``available`` (to open), ``max``."""
+        if self.cluster:
+            nodes = self.client.get_nodes()
+            pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+        else:
+            pools = [self.client.connection_pool]
+        return _pool_usage(pools)
 
     def execute(self, op: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` with errors translated (maintenance and tooling)."""
@@ -389,6 +516,8 @@ class AsyncRedisTier(_Base[Any]):
             client = make_async_client(self.cfg)
             client._tta_versions = client.register_script(VERSIONS_LUA)
             client._tta_bump = client.register_script(BUMP_LUA)
+            client._tta_lease = client.register_script(LEASE_READ_LUA)
+            client._tta_fill = client.register_script(FILL_LUA)
             self._clients[loop] = client
         return client
 
@@ -405,6 +534,54 @@ class AsyncRedisTier(_Base[Any]):
             await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
             raw, versions = await pipe.execute()
             return Read(raw, tuple(map(int, versions)))
+
+    async def lease_read(
+        self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool
+    ) -> Read:
+        client = self.client
+        keys, args = [key, lease.key], [lease.token, lease.ms, "1" if force else "0"]
+        with translated("EVALSHA lease"):
+            if self.cluster:
+                if _same_slot(key, lease.key):
+                    reply = _lease_reply(await client._tta_lease(keys=keys, args=args))
+                else:
+                    reply = await self._lease_apart(client, key, lease, force)
+                versions = await self.versions(tag_keys) if tag_keys else None
+                return Read(reply[0], versions, *reply[1:])
+            if not tag_keys:
+                raw, granted, holder = _lease_reply(await client._tta_lease(keys=keys, args=args))
+                return Read(raw, None, granted, holder)
+            pipe = client.pipeline(transaction=False)
+            await client._tta_lease(keys=keys, args=args, client=pipe)
+            await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+            reply, versions = await pipe.execute()
+            raw, granted, holder = _lease_reply(reply)
+            return Read(raw, tuple(map(int, versions)), granted, holder)
+
+    @staticmethod
+    async def _lease_apart(
+        client: Any, key: str, lease: Lease, force: bool
+    ) -> tuple[bytes | None, bool, str | None]:
+        raw = await client.get(key)
+        if raw is not None and not force:
+            return raw, False, None
+        if await client.set(lease.key, lease.token, nx=True, px=lease.ms):
+            return raw, True, lease.token
+        return _lease_reply((raw, 0, await client.get(lease.key)))
+
+    async def fill(
+        self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes
+    ) -> None:
+        client = self.client
+        release = [lease.token, lease.channel, notice]
+        with translated("EVALSHA fill"):
+            if payload is None:
+                await client._tta_fill(keys=[lease.key], args=release)
+            elif self.cluster and not _same_slot(key, lease.key):
+                await client.set(key, payload, px=px)
+                await client._tta_fill(keys=[lease.key], args=release)
+            else:
+                await client._tta_fill(keys=[lease.key, key], args=[*release, payload, px])
 
     async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
         client = self.client
@@ -452,24 +629,30 @@ class AsyncRedisTier(_Base[Any]):
                 pipe.publish(channel, message)
             return int((await pipe.execute())[0])
 
-    async def bump(self, tag_keys: Sequence[str], channel: str, head: str) -> tuple[int, ...]:
+    async def bump(
+        self, tag_keys: Sequence[str], tags: Sequence[str], channel: str, head: str
+    ) -> tuple[int, ...]:
         client = self.client
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
             if self.cluster:
                 out: list[int] = []
-                for k in tag_keys:
-                    out.extend(
-                        map(int, await client._tta_bump(keys=[k], args=[ttl, channel, head]))
-                    )
+                for k, t in zip(tag_keys, tags, strict=True):
+                    got = await client._tta_bump(keys=[k], args=[ttl, channel, head, t])
+                    out.append(int(got[0]))
                 return tuple(out)
-            return tuple(
-                map(int, await client._tta_bump(keys=list(tag_keys), args=[ttl, channel, head]))
-            )
+            args = [ttl, channel, head, *tags]
+            return tuple(map(int, await client._tta_bump(keys=list(tag_keys), args=args)))
 
     async def ping(self) -> bool:
         with translated("PING"):
             return bool(await self.client.ping())
+
+    def pool_usage(self) -> dict[str, int]:
+        """Connections of the clients of every live event loop (see :meth:`RedisTier.pool_usage`);
+        Cluster clients are not counted."""
+        clients = [] if self.cluster else list(self._clients.values())
+        return _pool_usage(c.connection_pool for c in clients)
 
     async def execute(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         with translated(op):

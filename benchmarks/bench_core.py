@@ -1,0 +1,415 @@
+"""The core paths against their floors, measured in one run on a redis-server of our own.
+
+1. L1 hit (sync) vs ``cachetools.cached(TTLCache(10_000, 600), lock=Lock())``, and vs an
+   undecorated call
+2. L1 hit (async) vs an ``async def`` doing the same cachetools lookup under a lock
+3. L2 hit (L1 off) vs ``redis.Redis.get`` + ``json.loads`` of the same ~1 KB session state; async
+   vs ``redis.asyncio`` GET + loads
+4. miss + fill (a new key each time) vs raw GET + SET of the JSON
+5. ``get_many`` of 100 keys (L1 off) vs raw MGET + ``json.loads`` of each
+
+Every cache is built with its defaults (telemetry on, no SDK configured) but for the tier a case
+turns off. Report-only rows put the same "ours" beside other floors (orjson, the client settings
+tta uses) to show where a gap comes from. Speed is reported, not asserted: a MISS does not fail
+the run; a crash does.
+
+    .venv/bin/python -m benchmarks.bench_core [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import cachetools
+import redis
+import redis.asyncio as aredis
+from cachetools.keys import hashkey
+
+import tta_cache as tc
+from tta_cache.redis_tier import RedisConfig, make_sync_client
+
+from ._harness import (
+    AsyncRunner,
+    Row,
+    Settings,
+    SyncRunner,
+    Timing,
+    ameasure,
+    machine,
+    measure,
+    print_table,
+    redis_server,
+    round_trips,
+    run_async,
+    write_json,
+)
+
+orjson_loads: Callable[[bytes], Any] | None
+try:
+    from orjson import loads as orjson_loads
+except ImportError:  # the "fast" extra is not installed
+    orjson_loads = None
+
+# A realistic session state: 966 bytes of compact JSON (just under compress_min_bytes=1024).
+STATE: dict[str, Any] = {
+    "session_id": "sess-7f3a9c2e-4b1d-4e8a-9f6c-2d5e8a1b3c4d",
+    "user_id": "user-1842",
+    "scene": "lighthouse_keeper_cottage",
+    "chapter": 3,
+    "turn": 47,
+    "started_at": "2026-05-09T07:35:25+00:00",
+    "updated_at": "2026-05-09T08:12:03+00:00",
+    "player": {"name": "Robin", "pronouns": "they/them", "health": 82, "energy": 64},
+    "inventory": ["brass lantern", "weathered map", "letter from Ada", "rope", "tea tin"],
+    "flags": {"met_keeper": True, "lantern_lit": True, "storm_passed": False, "door_open": False},
+    "emotional": {"valence": 0.35, "arousal": 0.42, "dominance": 0.51, "label": "hopeful"},
+    "therapeutic": {"goal": "grounding", "technique": "5-4-3-2-1", "progress": 0.6, "step": 4},
+    "recent": [
+        {"role": "narrator", "text": "Rain drums on the slate roof as the keeper stirs the fire."},
+        {"role": "player", "text": "I sit by the window and count five things I can see."},
+        {"role": "narrator", "text": "The lamp, the map, the kettle, the gull, the line of foam."},
+    ],
+    "choices": ["ask about the letter", "light the second lamp", "rest a while"],
+}
+# What get_many fetches 100 of: a small character summary (162 bytes), so per-key costs show.
+CHARACTER: dict[str, Any] = {
+    "character_id": "char-0042",
+    "name": "Ada",
+    "role": "keeper",
+    "trust": 0.7,
+    "mood": "wary",
+    "location": "cottage",
+    "last_seen_turn": 45,
+    "traits": ["patient", "guarded", "kind"],
+}
+TAGS = ("session:{session_id}", "user:{user_id}")
+ARGS = ("sess-1", "char-1", "user-1")
+MANY = 100
+FILL_PX = 7_200_000  # the floor's SET lives as long as a "character" entry
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def load_state(session_id: str, character_id: str, user_id: str) -> dict[str, Any]:
+    """The function every case caches: the source of truth, as cheap as it gets."""
+    return STATE
+
+
+async def aload_state(session_id: str, character_id: str, user_id: str) -> dict[str, Any]:
+    return STATE
+
+
+def calls(f: Callable[[str, str, str], Any]) -> SyncRunner:
+    a, b, c = ARGS
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            f(a, b, c)
+
+    return run
+
+
+def acalls(f: Callable[[str, str, str], Any]) -> AsyncRunner:
+    a, b, c = ARGS
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await f(a, b, c)
+
+    return run
+
+
+def rows_for(
+    case: str, timings: dict[str, Timing], floors: dict[str, float | None], trips: list[str]
+) -> list[Row]:
+    """One row per floor (the targets are in ``floors``), all against the same "ours"."""
+    ours = timings["ours"]
+    return [
+        Row(
+            case=case,
+            ours_ns=ours.median,
+            floor_ns=timings[name].median,
+            floor=name,
+            target=target,
+            round_trips=trips[0],
+            extra={"ours_best_ns": ours.best, "floor_best_ns": timings[name].best},
+        )
+        for name, target in floors.items()
+    ]
+
+
+def _served(cache: tc.Cache, by: str) -> tuple[int, int]:
+    stats = cache.stats()
+    done = stats["computations"] if by == "computations" else stats[by]["hits"]
+    return int(done), int(stats["errors"])
+
+
+@contextmanager
+def served(cache: tc.Cache, by: str, ops: int) -> Iterator[None]:
+    """Check that the block's operations took the path the case is about (``local`` or
+    ``redis`` hits, or ``computations``), so a regression that skips a tier cannot pass for a
+    fast one. A few may fail open on a loaded machine (an ``op_timeout``); they are reported."""
+    done, errors = _served(cache, by)
+    yield
+    after, errors_after = _served(cache, by)
+    got, failed = after - done, errors_after - errors
+    if got < ops * 0.98:
+        raise RuntimeError(f"expected {ops} {by} in the block, got {got} ({failed} errors)")
+    if got != ops:
+        print(f"  note: {got}/{ops} {by} ({failed} Redis errors served fail-open)", flush=True)
+
+
+def _loads_get(client: redis.Redis, key: str, loads: Callable[[bytes], Any]) -> SyncRunner:
+    get = client.get
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            loads(get(key))  # type: ignore[arg-type]
+
+    return run
+
+
+# ---------------------------------------------------------------------- sync cases
+
+
+def l1_hit(cache: tc.Cache, admin: redis.Redis, settings: Settings) -> list[Row]:
+    ours = cache.cached(kind="character", tags=TAGS)(load_state)
+    floor = cachetools.cached(cachetools.TTLCache(10_000, 600), lock=threading.Lock())(load_state)
+    ours(*ARGS)  # the miss that fills L1
+    floor(*ARGS)
+    trips: list[str] = []
+    with round_trips(admin, 10_000, trips), served(cache, "local", 10_000):
+        calls(ours)(10_000)
+    timings = measure(
+        {"ours": calls(ours), "cachetools.cached": calls(floor), "undecorated": calls(load_state)},
+        settings,
+    )
+    return rows_for(
+        "L1 hit (sync)", timings, {"cachetools.cached": 1.2, "undecorated": None}, trips
+    )
+
+
+def l2_hit(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings) -> list[Row]:
+    ours = cache.cached(kind="session", tags=TAGS)(load_state)
+    ours(*ARGS)  # the miss that fills L2
+    admin.set("floor:state", dumps(STATE))
+    raw = server.client()
+    tta_client = make_sync_client(RedisConfig.from_url(server.url))
+    runners = {
+        "ours": calls(ours),
+        "GET+json.loads": _loads_get(raw, "floor:state", json.loads),
+        "same, tta's client settings": _loads_get(tta_client, "floor:state", json.loads),
+    }
+    floors: dict[str, float | None] = {"GET+json.loads": 1.15, "same, tta's client settings": None}
+    if orjson_loads is not None:
+        runners["GET+orjson.loads"] = _loads_get(raw, "floor:state", orjson_loads)
+        floors["GET+orjson.loads"] = None
+    trips: list[str] = []
+    try:
+        with round_trips(admin, 500, trips), served(cache, "redis", 500):
+            calls(ours)(500)
+        timings = measure(runners, settings)
+    finally:
+        raw.close()
+        tta_client.close()
+    return rows_for("L2 hit (sync, L1 off)", timings, floors, trips)
+
+
+def miss_fill(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings) -> list[Row]:
+    ours = cache.cached(kind="character", tags=TAGS)(load_state)
+    ours(*ARGS)  # the first call fetches the tags' versions; later misses only GET and SET
+    raw = server.client()
+    ids = itertools.count()
+    sid, _, uid = ARGS
+
+    def ours_run(n: int) -> None:
+        for _ in range(n):
+            ours(sid, f"new-{next(ids)}", uid)
+
+    def floor_run(n: int) -> None:
+        get, set_ = raw.get, raw.set
+        for _ in range(n):
+            key = f"floor:miss:{next(ids)}"
+            if get(key) is None:
+                set_(key, dumps(load_state(sid, key, uid)), px=FILL_PX)
+
+    trips: list[str] = []
+    try:
+        with round_trips(admin, 500, trips), served(cache, "computations", 500):
+            ours_run(500)
+        timings = measure({"ours": ours_run, "GET+SET": floor_run}, settings)
+    finally:
+        raw.close()
+    return rows_for("miss + fill (sync)", timings, {"GET+SET": 1.15}, trips)
+
+
+def get_many(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings) -> list[Row]:
+    keys = [f"char:{i}" for i in range(MANY)]
+    cache.set_many(dict.fromkeys(keys, CHARACTER))
+    floor_keys = [f"floor:char:{i}" for i in range(MANY)]
+    admin.mset(dict.fromkeys(floor_keys, dumps(CHARACTER)))
+    raw = server.client()
+
+    def ours_run(n: int) -> None:
+        for _ in range(n):
+            cache.get_many(keys)
+
+    def floor(loads: Callable[[bytes], Any]) -> SyncRunner:
+        mget = raw.mget
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                values = mget(floor_keys)
+                {k: loads(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+        return run
+
+    runners = {"ours": ours_run, "MGET+json.loads": floor(json.loads)}
+    floors: dict[str, float | None] = {"MGET+json.loads": 1.1}
+    if orjson_loads is not None:
+        runners["MGET+orjson.loads"] = floor(orjson_loads)
+        floors["MGET+orjson.loads"] = None
+    trips: list[str] = []
+    try:
+        if len(cache.get_many(keys)) != MANY:
+            raise RuntimeError("get_many did not find the keys set_many wrote")
+        with round_trips(admin, 20, trips), served(cache, "redis", 20 * MANY):
+            ours_run(20)
+        timings = measure(runners, settings)
+    finally:
+        raw.close()
+    return rows_for(f"get_many({MANY}) (sync, L1 off)", timings, floors, trips)
+
+
+# ---------------------------------------------------------------------- async cases
+
+
+async def l1_hit_async(cache: tc.Cache, admin: redis.Redis, settings: Settings) -> list[Row]:
+    ours = cache.cached(kind="character", tags=TAGS)(aload_state)
+    table: cachetools.TTLCache[Any, Any] = cachetools.TTLCache(10_000, 600)
+    lock = threading.Lock()
+
+    async def floor(session_id: str, character_id: str, user_id: str) -> Any:
+        key = hashkey(session_id, character_id, user_id)
+        with lock:
+            try:
+                return table[key]
+            except KeyError:
+                pass
+        value = await aload_state(session_id, character_id, user_id)
+        with lock:
+            return table.setdefault(key, value)
+
+    await ours(*ARGS)
+    await floor(*ARGS)
+    trips: list[str] = []
+    with round_trips(admin, 10_000, trips), served(cache, "local", 10_000):
+        await acalls(ours)(10_000)
+    timings = await ameasure(
+        {
+            "ours": acalls(ours),
+            "async def + cachetools": acalls(floor),
+            "undecorated": acalls(aload_state),
+        },
+        settings,
+    )
+    return rows_for(
+        "L1 hit (async)", timings, {"async def + cachetools": 1.2, "undecorated": None}, trips
+    )
+
+
+async def l2_hit_async(
+    cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings
+) -> list[Row]:
+    ours = cache.cached(kind="session", tags=TAGS)(aload_state)
+    await ours(*ARGS)
+    admin.set("floor:state", dumps(STATE))
+    raw = aredis.Redis(host=server.host, port=server.port)
+
+    async def floor(n: int) -> None:
+        get, loads = raw.get, json.loads
+        for _ in range(n):
+            loads(await get("floor:state"))  # type: ignore[arg-type]
+
+    trips: list[str] = []
+    try:
+        with round_trips(admin, 500, trips), served(cache, "redis", 500):
+            await acalls(ours)(500)
+        timings = await ameasure({"ours": acalls(ours), "GET+json.loads": floor}, settings)
+    finally:
+        await raw.aclose()
+    return rows_for("L2 hit (async, L1 off)", timings, {"GET+json.loads": None}, trips)
+
+
+async def async_cases(
+    l1: tc.Cache, l2: tc.Cache, server: Any, admin: redis.Redis, settings: Settings
+) -> tuple[list[Row], list[Row]]:
+    try:
+        return (
+            await l1_hit_async(l1, admin, settings),
+            await l2_hit_async(l2, server, admin, settings),
+        )
+    finally:
+        await l1.aclose()
+        await l2.aclose()
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def progress(case: str) -> None:
+    print(f"  timing {case} ...", flush=True)
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Every core case, on a redis-server started for the purpose; the rows of the table."""
+    settings = Settings.for_mode(quick)
+    with redis_server() as server:
+        admin = server.client()
+        l1 = tc.Cache(server.url, namespace="bench")  # the defaults: L1 on
+        l2 = tc.Cache(server.url, namespace="bench_l2", local_maxsize=0)
+        try:
+            for cache in (l1, l2):
+                if not cache.wait_ready(10):
+                    raise RuntimeError("the invalidation channel did not come up")
+            progress("L1 hit (sync)")
+            l1_sync = l1_hit(l1, admin, settings)
+            progress("L2 hit (sync)")
+            l2_sync = l2_hit(l2, server, admin, settings)
+            progress("miss + fill")
+            fill = miss_fill(l1, server, admin, settings)
+            progress("get_many")
+            many = get_many(l2, server, admin, settings)
+            # last: closing a cache's asyncio client closes the cache too
+            progress("L1 hit and L2 hit (async)")
+            l1_async, l2_async = run_async(async_cases(l1, l2, server, admin, settings))
+        finally:
+            l1.close()
+            l2.close()
+            admin.close()
+    return l1_sync + l1_async + l2_sync + l2_async + fill + many
+
+
+def main(quick: bool = False, json_path: str | None = None) -> list[Row]:
+    """Run the core cases, print their table, optionally write JSON; returns the rows."""
+    rows = run(quick)
+    print_table(rows, "core paths: median ns/op over interleaved rounds")
+    if json_path:
+        write_json(json_path, {"machine": machine(), "rows": [r.as_dict() for r in rows]})
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="tta-cache core benchmarks")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    options = parser.parse_args()
+    main(options.quick, options.json)

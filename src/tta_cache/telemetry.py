@@ -1,0 +1,416 @@
+"""OpenTelemetry spans and metrics for a :class:`~tta_cache.Cache`, through ``opentelemetry-api``.
+
+:class:`Telemetry` is the middleware ``Cache(telemetry=True)`` (the default) puts first in the
+chain. Without an OpenTelemetry SDK it costs a no-op span per Redis step; with one, it emits:
+
+Spans (the database client conventions for Redis):
+
+- one per Redis step, kind CLIENT, named ``{db.operation.name} {cache namespace}`` (``GET tta``,
+  ``PIPELINE tta``, ``PIPELINE SET tta``; the Redis conventions keep the numeric ``db.namespace``
+  out of the name, the cache namespace is the key prefix the operation works on), with
+  ``db.system.name="redis"``, ``db.operation.name``, ``db.namespace`` (the database index from
+  the configuration, as a string), ``server.address``/``server.port`` (the first configured
+  host), ``db.operation.batch.size`` for pipelines of several commands,
+  ``db.stored_procedure.name`` (the script's SHA1) for the version scripts, ``cache.name``,
+  ``cache.kind`` and ``code.function.name`` when the step is for a cached function;
+- one per computation after a miss, ``cache.compute {function}``, kind INTERNAL, current while the
+  function runs (its own spans nest under it) and the parent of the fill's ``SET`` span;
+- on failure only: status ERROR and ``error.type``, the class name of the error (the Redis
+  client's error rather than its wrapper; the names ``stats()["errors_by_type"]`` counts). No
+  exception event is recorded: its message could carry a key or an argument.
+
+Metrics (one instrument set per meter provider; every figure is also in ``cache.stats()`` and read
+from the same counters, so the two never disagree):
+
+==============================  =================  ==============================================
+``cache.requests``              counter            ``cache.tier`` local|redis, ``cache.result``
+                                                   hit|miss|stale, ``cache.kind`` (``*``: the
+                                                   counters are not kept per kind)
+``db.client.operation.duration``  histogram, s     the span's ``db.*``/``server.*`` attributes,
+                                                   ``error.type`` on failure
+``cache.compute.duration``      histogram, s       ``cache.kind``, ``code.function.name``
+``cache.invalidations``         counter            ``cache.invalidation.direction`` sent|received
+``cache.invalidation.lag``      histogram, s       publish to receipt, from the channel's samples
+``cache.errors``                counter            ``error.type``
+``cache.local.size``            gauge              entries in L1
+``cache.breaker.state``         gauge              0 closed, 1 half-open, 2 open
+==============================  =================  ==============================================
+
+Every metric carries ``cache.name`` (the namespace). Counters are observable: L1 hits are counted
+in-process by the local tier and never run the chain. Invalidation lags are exported when metrics
+are collected; more than the channel keeps (4096) between two collections are not all exported.
+
+No key, tag value, argument or cached value ever becomes a span name or an attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .middleware import BaseMiddleware, Next, Operation, error_type, flow_state
+from .policy import BreakerState
+from .redis_tier import BUMP_LUA, VERSIONS_LUA
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from contextvars import Token
+
+    from opentelemetry.context import Context
+    from opentelemetry.util.types import Attributes
+
+    from .engine import Engine
+
+__all__ = ["DB_DURATION_BUCKETS", "Telemetry"]
+
+try:
+    _VERSION = version("tta-cache")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0"
+
+DB_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+"""The database client conventions' bucket advice for ``db.client.operation.duration``."""
+
+_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_SCRIPTS = {
+    "versions": hashlib.sha1(VERSIONS_LUA.encode()).hexdigest(),
+    "bump": hashlib.sha1(BUMP_LUA.encode()).hexdigest(),
+}
+_BREAKER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+_PARENT = "tta_cache.telemetry.parent"  # flow_state() key: the computation's span context
+_MAX_DESCRIBED = 1024
+
+AttrKey = tuple[tuple[str, Any], ...]
+
+
+class Telemetry(BaseMiddleware):
+    """The OpenTelemetry middleware of one cache (see the module docstring).
+
+    ``tracer_provider`` / ``meter_provider`` default to the global ones, looked up lazily by the
+    API, so an SDK configured after the cache was built is still used.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.engine = engine
+        self.namespace = engine.namespace
+        self.tracer = trace.get_tracer("tta_cache", _VERSION, tracer_provider)
+        self.instruments = _instruments_for(meter_provider)
+        self._db = _db_attributes(engine)
+        self._described: dict[Operation, tuple[str, Attributes, Attributes]] = {}
+        self._last_lag: float | None = None
+        self._lag_lock = threading.Lock()
+        self.instruments.sources.add(self)
+
+    # ------------------------------------------------------------------ the middleware
+
+    def __call__(self, op: Operation, call_next: Next, /) -> Any:
+        if op.tier == "compute":
+            span, started, token = self._start_compute(op)
+            try:
+                result = call_next()
+            except BaseException as exc:
+                self._end_compute(op, span, started, token, exc)
+                raise
+            self._end_compute(op, span, started, token, None)
+            return result
+        span, metric, started, token = self._start_redis(op)
+        try:
+            result = call_next()
+        except BaseException as exc:
+            self._end_redis(span, metric, started, token, exc)
+            raise
+        self._end_redis(span, metric, started, token, None)
+        return result
+
+    async def acall(self, op: Operation, call_next: Callable[[], Awaitable[Any]], /) -> Any:
+        if op.tier == "compute":
+            span, started, token = self._start_compute(op)
+            try:
+                result = await call_next()
+            except BaseException as exc:
+                self._end_compute(op, span, started, token, exc)
+                raise
+            self._end_compute(op, span, started, token, None)
+            return result
+        span, metric, started, token = self._start_redis(op)
+        try:
+            result = await call_next()
+        except BaseException as exc:
+            self._end_redis(span, metric, started, token, exc)
+            raise
+        self._end_redis(span, metric, started, token, None)
+        return result
+
+    def _describe(self, op: Operation) -> tuple[str, Attributes, Attributes]:
+        described = self._described.get(op)
+        if described is None:
+            metric: dict[str, Any] = {**self._db, "db.operation.name": op.command}
+            span: dict[str, Any] = {**metric, "cache.name": self.namespace}
+            if op.batch_size > 1:
+                span["db.operation.batch.size"] = op.batch_size
+            if op.name in _SCRIPTS:
+                span["db.stored_procedure.name"] = _SCRIPTS[op.name]
+            if op.kind != "*":
+                span["cache.kind"] = op.kind
+            if op.function:
+                span["code.function.name"] = op.function
+            if len(self._described) >= _MAX_DESCRIBED:
+                self._described.clear()
+            described = self._described[op] = (f"{op.command} {self.namespace}", span, metric)
+        return described
+
+    def _start_redis(self, op: Operation) -> tuple[trace.Span, Attributes, float, Token[Context]]:
+        name, attributes, metric = self._describe(op)
+        state = flow_state()
+        parent = state.get(_PARENT) if state is not None else None
+        span = self.tracer.start_span(
+            name, context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, metric, time.perf_counter(), token
+
+    def _end_redis(
+        self,
+        span: trace.Span,
+        metric: Attributes,
+        started: float,
+        token: Token[Context],
+        exc: BaseException | None,
+    ) -> None:
+        took = time.perf_counter() - started
+        otel_context.detach(token)
+        if exc is not None:
+            kind = error_type(exc)
+            span.set_attribute("error.type", kind)
+            span.set_status(Status(StatusCode.ERROR))
+            metric = {**(metric or {}), "error.type": kind}
+        span.end()
+        self.instruments.db_duration.record(took, metric)
+
+    def _start_compute(self, op: Operation) -> tuple[trace.Span, float, Token[Context]]:
+        attributes: dict[str, Any] = {"cache.name": self.namespace, "cache.kind": op.kind}
+        if op.function:
+            attributes["code.function.name"] = op.function
+        name = f"cache.compute {op.function}" if op.function else "cache.compute"
+        span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, time.perf_counter(), token
+
+    def _end_compute(
+        self,
+        op: Operation,
+        span: trace.Span,
+        started: float,
+        token: Token[Context],
+        exc: BaseException | None,
+    ) -> None:
+        took = time.perf_counter() - started
+        otel_context.detach(token)
+        attributes: dict[str, Any] = {"cache.name": self.namespace, "cache.kind": op.kind}
+        if op.function:
+            attributes["code.function.name"] = op.function
+        if exc is not None:
+            kind = error_type(exc)
+            span.set_attribute("error.type", kind)
+            span.set_status(Status(StatusCode.ERROR))
+            attributes["error.type"] = kind
+        else:
+            state = flow_state()
+            if state is not None:  # the fill that follows is this computation's child
+                state[_PARENT] = trace.set_span_in_context(span)
+        span.end()
+        self.instruments.compute_duration.record(took, attributes)
+
+    # ------------------------------------------------------------------ observed figures
+
+    def requests(self) -> Iterator[tuple[AttrKey, int]]:
+        """``cache.requests`` figures: L1 from the local tier, L2 from the stats counters."""
+        local, stats = self.engine.local, self.engine.stats
+        figures = [
+            ("local", "hit", local.hits),
+            ("local", "miss", local.misses),
+        ]
+        if self.engine.redis is not None:
+            figures += [
+                ("redis", "hit", stats.redis_hits),
+                ("redis", "miss", stats.redis_misses),
+                ("redis", "stale", stats.stale_served),
+            ]
+        for tier, result, value in figures:
+            yield (
+                (
+                    ("cache.name", self.namespace),
+                    ("cache.tier", tier),
+                    ("cache.result", result),
+                    ("cache.kind", "*"),
+                ),
+                value,
+            )
+
+    def invalidations(self) -> Iterator[tuple[AttrKey, int]]:
+        stats = self.engine.stats
+        ns = ("cache.name", self.namespace)
+        yield (ns, ("cache.invalidation.direction", "sent")), stats.invalidations_sent
+        yield (ns, ("cache.invalidation.direction", "received")), stats.invalidations_received
+
+    def errors(self) -> Iterator[tuple[AttrKey, int]]:
+        for kind, count in dict(self.engine.stats.errors_by_type).items():
+            yield (("cache.name", self.namespace), ("error.type", kind)), count
+
+    def local_size(self) -> Iterator[tuple[AttrKey, int]]:
+        yield (("cache.name", self.namespace),), len(self.engine.local)
+
+    def breaker_state(self) -> Iterator[tuple[AttrKey, int]]:
+        if self.engine.redis is not None:
+            yield (("cache.name", self.namespace),), _BREAKER[self.engine.breaker.state]
+
+    def new_lags(self) -> list[float]:
+        """Invalidation lags received since the last call (the channel keeps the last 4096)."""
+        sub = self.engine.subscriber
+        if sub is None:
+            return []
+        with self._lag_lock:
+            lags = list(sub.lags)
+            start = 0
+            last = self._last_lag
+            if last is not None:
+                # Each sample is a float object of its own: identity finds where we left off,
+                # even after older samples fell off the bounded deque.
+                for i in range(len(lags) - 1, -1, -1):
+                    if lags[i] is last:
+                        start = i + 1
+                        break
+            if lags:
+                self._last_lag = lags[-1]
+            return lags[start:]
+
+
+class _Instruments:
+    """The instruments of one meter provider, shared by every cache reporting to it (an SDK
+    keeps the first callbacks registered under a name, so each cache cannot register its own)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.sources: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        self.db_duration = meter.create_histogram(
+            "db.client.operation.duration",
+            unit="s",
+            description="Duration of Redis operations of the cache.",
+            explicit_bucket_boundaries_advisory=DB_DURATION_BUCKETS,
+        )
+        self.compute_duration = meter.create_histogram(
+            "cache.compute.duration",
+            unit="s",
+            description="Duration of computations of cached functions after a miss.",
+            explicit_bucket_boundaries_advisory=DB_DURATION_BUCKETS,
+        )
+        self.lag = meter.create_histogram(
+            "cache.invalidation.lag",
+            unit="s",
+            description="Time from publishing an invalidation to receiving it.",
+            explicit_bucket_boundaries_advisory=_LAG_BUCKETS,
+        )
+        meter.create_observable_counter(
+            "cache.requests",
+            [self._observe(Telemetry.requests)],
+            unit="{request}",
+            description="Cache lookups by tier and result.",
+        )
+        meter.create_observable_counter(
+            "cache.invalidations",
+            [self._invalidations],
+            unit="{invalidation}",
+            description="Invalidations sent to and received from the channel.",
+        )
+        meter.create_observable_counter(
+            "cache.errors",
+            [self._observe(Telemetry.errors)],
+            unit="{error}",
+            description="Failed cache operations served around (fail-open), by error type.",
+        )
+        meter.create_observable_gauge(
+            "cache.local.size",
+            [self._observe(Telemetry.local_size)],
+            unit="{entry}",
+            description="Entries in the in-process tier (L1).",
+        )
+        meter.create_observable_gauge(
+            "cache.breaker.state",
+            [self._observe(Telemetry.breaker_state)],
+            unit="1",
+            description="Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+        )
+
+    def _observe(
+        self, figures: Callable[[Telemetry], Iterable[tuple[AttrKey, int]]]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            totals: dict[AttrKey, int] = {}
+            for source in list(self.sources):
+                for key, value in figures(source):
+                    totals[key] = totals.get(key, 0) + value  # two caches, one namespace
+            return [Observation(value, dict(key)) for key, value in totals.items()]
+
+        return callback
+
+    def _invalidations(self, options: CallbackOptions) -> Iterable[Observation]:
+        for source in list(self.sources):
+            attributes = {"cache.name": source.namespace}
+            for lag in source.new_lags():
+                self.lag.record(lag, attributes)
+        return self._observe(Telemetry.invalidations)(options)
+
+
+_by_provider: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
+    weakref.WeakKeyDictionary()
+)
+_global: _Instruments | None = None
+_instruments_lock = threading.Lock()
+
+
+def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:
+    global _global
+    with _instruments_lock:
+        if meter_provider is None:
+            # One set for the global provider, whatever it is now: a proxy binds to the SDK
+            # once one is set, so caches built before and after it share the instruments.
+            if _global is None:
+                _global = _Instruments(metrics.get_meter("tta_cache", _VERSION))
+            return _global
+        instruments = _by_provider.get(meter_provider)
+        if instruments is None:
+            meter = meter_provider.get_meter("tta_cache", _VERSION)
+            instruments = _by_provider[meter_provider] = _Instruments(meter)
+        return instruments
+
+
+def _db_attributes(engine: Engine) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"db.system.name": "redis"}
+    cfg = engine.redis_cfg
+    if cfg is None:
+        return attributes
+    attributes["db.namespace"] = str(cfg.db)
+    parts = urlsplit(cfg.url)
+    if parts.scheme == "unix":
+        attributes["server.address"] = parts.path
+    elif cfg.hosts:
+        host, port = cfg.hosts[0]
+        attributes["server.address"] = host
+        attributes["server.port"] = port
+    return attributes
