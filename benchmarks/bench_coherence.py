@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import tempfile
 import threading
 import time
 import timeit
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +33,11 @@ import tta_cache as tc
 from tta_cache.coherence import Message, Subscriber
 from tta_cache.redis_tier import RedisConfig, make_sync_client
 
+from ._harness import redis_server  # the test suite's RedisServer, on a free loopback port
+
 NAMESPACE = "bench"
 TAG = "session:s1"
 RAW_CHANNEL = "bench:raw"
-
-
-@contextmanager
-def redis_server() -> Iterator[Any]:
-    """A redis-server of our own on a free loopback port (the test suite's helper)."""
-    tests = str(Path(__file__).resolve().parent.parent / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    from helpers.redis_server import RedisServer
-
-    with RedisServer() as server:
-        yield server
 
 
 # ---------------------------------------------------------------------- the reader process
@@ -72,7 +60,7 @@ def _reader(url: str, ready: Any, stop: Any, out: str, busy: bool) -> None:
     )
     sub.start()
     client = redis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(RAW_CHANNEL)
 
     def raw_loop() -> None:
@@ -194,7 +182,7 @@ def l1_hit(url: str, *, number: int, repeat: int) -> dict[str, float]:
             for name in sorted(timers, reverse=bool(r % 2)):
                 best[name] = min(best[name], timers[name].timeit(number) / number * 1e9)
         hits_on = on.stats()["local"]["hits"]
-        if hits_on < number * repeat:
+        if hits_on < 0.999 * number * repeat:  # the figure must be of L1 hits, not of Redis
             raise RuntimeError(f"the channel-on loop missed L1 ({hits_on} hits)")
         return {"on_ns": best["on"], "off_ns": best["off"]}
     finally:

@@ -1,7 +1,6 @@
 """The local-only cache (no Redis): caching, invalidation, I1, the L1 bound (I6), stats, exports."""
 
 from __future__ import annotations
-
 import __future__
 
 import asyncio
@@ -171,6 +170,21 @@ def test_per_call_invalidate_drops_one_entry(cache: tc.Cache) -> None:
     assert (load("a"), load("b")) == (1, 0)
     load.invalidate(key="b")
     assert load("b") == 1
+
+
+def test_per_call_invalidate_drops_every_call_sharing_the_key(cache: tc.Cache) -> None:
+    """A ``key=`` template may leave out a parameter: all calls it maps together go at once."""
+    store = Store()
+
+    @cache.cached(key="{user_id}")
+    def load(user_id: str, fmt: str = "plain") -> str:
+        return f"{store.read(user_id)}/{fmt}"
+
+    assert (load("u1"), load("u1", "fancy"), load("u2")) == ("0/plain", "0/fancy", "0/plain")
+    store.data.update(u1=1, u2=1)
+    load.invalidate("u1")
+    assert (load("u1"), load("u1", "fancy"), load("u2")) == ("1/plain", "1/fancy", "0/plain")
+    assert len(cache.engine.local.by_key) == 2
 
 
 def test_read_your_invalidation_in_a_loop(cache: tc.Cache) -> None:

@@ -1,4 +1,4 @@
-"""Keys: typed, escaped, injective argument encoding; hashing of long arguments; cluster hash tags."""
+"""Keys: typed, escaped, injective argument encoding; long arguments hashed; cluster hash tags."""
 
 from __future__ import annotations
 
@@ -89,6 +89,24 @@ def test_enum_argument_is_not_its_value(cache: tc.Cache) -> None:
     assert f.cache_key(1) != f.cache_key(Level.ONE)
 
 
+@pytest.mark.xfail(
+    reason="decorators: the L1 hit path skips the type check when the entry's arguments are all "
+    "str/bytes/None (a speed choice), so an equal str subclass (a str-mixin Enum) is served the "
+    "plain str's entry; Redis keys do tell them apart",
+    strict=True,
+)
+def test_str_enum_argument_is_not_served_the_plain_str_entry(cache: tc.Cache) -> None:
+    class Kind(str, enum.Enum):
+        SESSION = "session"
+
+    @cache.cached
+    def f(x: object) -> str:
+        return type(x).__name__
+
+    assert f("session") == "str"
+    assert f(Kind.SESSION) == "Kind"
+
+
 @pytest.mark.parametrize(
     "text",
     ["{slot}", "a}b{c", "a*b?c[d]", "with space", "tab\there", "é😀ß", "x%41", "a:b,c'd", ""],
@@ -103,7 +121,8 @@ def test_user_text_is_escaped_in_keys(cache: tc.Cache, text: str) -> None:
     argument = key.rsplit(":", 1)[1]
     assert argument == "'" + escape(text)  # the type mark, then the escaped text
     assert not FORBIDDEN & set(escape(text))
-    assert "{" not in key and "}" not in key  # no hash tag: no cluster-slot injection
+    assert "{" not in key
+    assert "}" not in key
     assert key_slot(key.encode()) == crc_hqx(key.encode(), 0) % 16384  # slot of the whole key
     assert f(text) == text
 

@@ -115,6 +115,16 @@ def test_the_key_template_of_a_plain_key_names_kind_and_function() -> None:
         ("bump", (("tta:tag:user:u1",), "tta:invalidate", "{"), "EVALSHA", 1, "tag", "tta:tag:…"),
         ("delete", (["tta:raw:a"], "tta:invalidate", b"{}"), "PIPELINE", 2, "raw", "tta:raw:…"),
         ("delete", (["tta:raw:a"],), "DEL", 1, "raw", "tta:raw:…"),
+        ("lease_read", ("tta:raw:k", (), None, False), "EVALSHA", 1, "raw", "tta:raw:…"),
+        (
+            "lease_read",
+            ("tta:raw:k", ("tta:tag:*",), None, False),
+            "PIPELINE",
+            2,
+            "raw",
+            "tta:raw:…",
+        ),
+        ("fill", ("tta:raw:k", b"", 1, None, b""), "EVALSHA", 1, "raw", "tta:raw:…"),
     ],
 )
 def test_each_step_names_its_redis_command_and_key_shape(

@@ -45,9 +45,23 @@ class TagVersions:
     pushed version are merged by taking the larger.
     """
 
-    def __init__(self, maxsize: int = 100_000, *, trusted: bool = False) -> None:
+    def __init__(
+        self,
+        maxsize: int = 100_000,
+        *,
+        trusted: bool = False,
+        clock: Callable[[], float] = time.time,
+        window: float = 0.04,
+    ) -> None:
         # A plain dict: lock-free reads; when full, the oldest tags are dropped (refetched on use).
         self._map: dict[str, int] = {}
+        # Trust lapses unless the channel thread renews it: a process whose busy main thread
+        # starves that thread of the GIL stops trusting a map it cannot keep current, and its
+        # reads go to Redis (whose I/O hands the GIL over) until the thread has caught up. This
+        # keeps I2's bound under CPU contention. Local-only maps never lapse.
+        self.clock = clock
+        self.window = window
+        self.fresh_until = float("inf") if trusted else 0.0
         self.maxsize = maxsize
         self.lock = threading.Lock()
         self.gen = 0
@@ -59,9 +73,18 @@ class TagVersions:
     def get(self, tag: str) -> int | None:
         return self._map.get(tag)
 
+    def current(self) -> bool:
+        """Whether the map is trusted now: channel up and drained within the window."""
+        return self.trusted and self.clock() < self.fresh_until
+
+    def renew(self) -> None:
+        """The channel thread has applied everything readable: trust the map for a window."""
+        if self.trusted:
+            self.fresh_until = self.clock() + self.window
+
     def snapshot(self, tags: Sequence[str]) -> Stamp | None:
         """The current versions of ``tags`` if all are known and trusted, else None."""
-        if not self.trusted:
+        if not self.current():
             return None
         m = self._map
         try:
@@ -73,7 +96,7 @@ class TagVersions:
         """Whether an entry with this stamp may be served without asking Redis."""
         if self.pending_all:
             return False
-        if not self.trusted:
+        if not self.current():
             # Untrusted: only untagged entries (stamped with the namespace epoch alone) are served,
             # as DESIGN.md's I2 allows; tagged entries need the channel.
             return len(stamp) == 1 and stamp[0][0] == NAMESPACE_TAG and not self.pending
@@ -132,6 +155,7 @@ class TagVersions:
     def distrust(self) -> None:
         with self.lock:
             self.trusted = False
+            self.fresh_until = 0.0
             self._map.clear()
             self.epoch += 1
             self.gen += 1
@@ -222,6 +246,8 @@ class Subscriber:
         on_state: Callable[[bool], None],
         *,
         tick: Callable[[], None] | None = None,
+        on_drained: Callable[[], None] = lambda: None,
+        drain_interval: float = 0.01,
         ping_interval: float = 1.0,
         ping_deadline: float = 1.0,
     ) -> None:
@@ -230,11 +256,14 @@ class Subscriber:
         self._on_message = on_message
         self._on_state = on_state
         self._tick = tick
+        self._on_drained = on_drained  # called whenever nothing more is readable (see TagVersions)
+        self.drain_interval = drain_interval
         self.ping_interval = ping_interval
         self.ping_deadline = ping_deadline
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
+        self._session_up = False  # the current session got subscribed
         self.connected = threading.Event()
         self.state_changes = 0
         self.reconnects = 0
@@ -276,18 +305,17 @@ class Subscriber:
         failures = 0
         rnd = random.Random()
         while not self._stop.is_set():
+            self._session_up = False
             try:
                 self._session()
-                failures = 0
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("invalidation channel lost: %s", self.last_error)
-            if self.connected.is_set():
-                failures = 0  # the channel was up: a new outage, not a longer one
             self._set_state(False)
             if self._stop.is_set():
                 break
-            failures += 1
+            # A channel that was up starts a new outage; one that never came up prolongs it.
+            failures = 1 if self._session_up else failures + 1
             self.reconnects += 1
             self._stop.wait(backoff(failures, base=0.02, cap=1.0, rnd=rnd.random()))
 
@@ -296,32 +324,12 @@ class Subscriber:
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         self._pubsub = pubsub
         try:
-            pubsub.subscribe(self.channel)
-            last_seen = time.monotonic()
-            last_ping = last_seen
-            while not self._stop.is_set():
-                msg = pubsub.get_message(timeout=min(0.2, self.ping_interval))
-                now = time.monotonic()
-                if msg is not None:
-                    last_seen = now
-                    kind = msg.get("type")
-                    if kind == "subscribe":
-                        if self.connected.is_set():
-                            # The client reconnected and resubscribed by itself: whatever was
-                            # published in between is lost, so refetch as after any outage.
-                            self.reconnects += 1
-                            self._set_state(False)
-                        self._set_state(True)
-                    elif kind == "message":
-                        self._handle(msg["data"])
-                    # "pong" only refreshes last_seen
-                if self._tick is not None and self.connected.is_set():
-                    self._tick()
-                if now - last_ping >= self.ping_interval:
-                    pubsub.ping()
-                    last_ping = now
-                if now - last_seen > self.ping_interval + self.ping_deadline:
-                    raise TimeoutError("no answer to PING on the invalidation channel")
+            self._listen(pubsub)
+        except BaseException:
+            # Distrust first: closing sockets and logging below each let other threads take the
+            # GIL, which a busy process may not hand back for a while.
+            self._set_state(False)
+            raise
         finally:
             self._pubsub = None
             try:
@@ -329,6 +337,38 @@ class Subscriber:
                 client.close()
             except Exception:
                 log.debug("closing pubsub failed", exc_info=True)
+
+    def _listen(self, pubsub: Any) -> None:
+        pubsub.subscribe(self.channel)
+        last_seen = time.monotonic()
+        last_ping = last_seen
+        while not self._stop.is_set():
+            msg = pubsub.get_message(timeout=min(self.drain_interval, self.ping_interval))
+            now = time.monotonic()
+            while msg is not None:  # drain everything readable, then say so
+                last_seen = now
+                kind = msg.get("type")
+                if kind == "subscribe":
+                    self._session_up = True
+                    if self.connected.is_set():
+                        # The client reconnected and resubscribed by itself: whatever was
+                        # published in between is lost, so refetch as after any outage.
+                        self.reconnects += 1
+                        self._set_state(False)
+                    self._set_state(True)
+                elif kind == "message":
+                    self._handle(msg["data"])
+                # "pong" only refreshes last_seen
+                msg = pubsub.get_message(timeout=0.0)
+            if self.connected.is_set():
+                self._on_drained()
+                if self._tick is not None:
+                    self._tick()
+            if now - last_ping >= self.ping_interval:
+                pubsub.ping()
+                last_ping = now
+            if now - last_seen > self.ping_interval + self.ping_deadline:
+                raise TimeoutError("no answer to PING on the invalidation channel")
 
     def _handle(self, data: bytes | str) -> None:
         try:

@@ -241,9 +241,10 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
         call = spec.call(vals, token, tag_key)
         return lookup(call.local_key, call.local_types), call
 
-    # The hit path: probe (token, vals); an entry is served while it has not expired, (for
-    # non-text arguments) the argument types match, and its stamp is current: checked by one
-    # integer compare unless some tag version moved since the entry was last looked at.
+    # The hit path: probe (token, vals); an entry is served while it has not expired, the
+    # channel has kept the tag map current (fresh_until), (for non-text arguments) the argument
+    # types match, and its stamp is current: one integer compare unless some tag version moved
+    # since the entry was last looked at.
     if spec.is_async:
 
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -254,8 +255,10 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                 except (KeyError, TypeError):  # absent, or unhashable arguments
                     pass
                 else:
-                    if e.expires > clock() and (
-                        e.types is None or e.types == tuple(map(type, vals))
+                    if (
+                        e.expires > (now := clock())
+                        and now < versions.fresh_until
+                        and (e.types is None or e.types == tuple(map(type, vals)))
                     ):
                         gen = versions.gen
                         if e.gen == gen or valid(e.stamp):  # re-check once after any change
@@ -278,8 +281,10 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                 except (KeyError, TypeError):  # absent, or unhashable arguments
                     pass
                 else:
-                    if e.expires > clock() and (
-                        e.types is None or e.types == tuple(map(type, vals))
+                    if (
+                        e.expires > (now := clock())
+                        and now < versions.fresh_until
+                        and (e.types is None or e.types == tuple(map(type, vals)))
                     ):
                         gen = versions.gen
                         if e.gen == gen or valid(e.stamp):  # re-check once after any change

@@ -149,7 +149,7 @@ class Engine:
         self.origin = f"{os.getpid()}-{self.rng.getrandbits(40):010x}"
         self.redis_cfg = redis
         self.max_hard_ttl = 86_400.0
-        self.versions = TagVersions(trusted=redis is None)
+        self.versions = TagVersions(trusted=redis is None, clock=clock)
         self.breaker = breaker or CircuitBreaker()
         self.redis: RedisTier | None = None
         self.aredis: AsyncRedisTier | None = None
@@ -233,6 +233,7 @@ class Engine:
                     self._on_message,
                     self._on_channel_state,
                     tick=self._retry_queued,
+                    on_drained=self.versions.renew,
                     ping_interval=self._channel_ping_interval,
                 )
                 sub.start()
@@ -321,7 +322,12 @@ class Engine:
                 entry = local.data.get(local_key)
             except TypeError:  # unhashable arguments: no L1 for this call
                 entry = None
-            if entry is not None and entry.expires > self.clock() and entry.types == types:
+            if (
+                entry is not None
+                and entry.expires > (now := self.clock())
+                and now < versions.fresh_until
+                and entry.types == types
+            ):
                 gen = versions.gen
                 if entry.gen == gen or versions.valid(entry.stamp):
                     entry.gen = gen
@@ -350,8 +356,8 @@ class Engine:
 
         With ``wait`` (``lock=True``) the read also takes the entry's lease when the entry is
         missing or unusable, in the same round trip; a caller that does not get it returns
-        ``Loaded(wait=s)``, and its shell runs the flow again when the holder's fill notice
-        arrives or ``s`` passes. The holder fills and releases in one round trip.
+        ``Loaded(retry=True, wait=s)``, and its shell runs the flow again when the holder's fill
+        notice arrives or ``s`` passes. The holder fills and releases in one round trip.
 
         An entry past its soft TTL (``STALE``) or drawn for early refresh (``REFRESH``, XFetch) is
         served with ``refresh=True``: the shell recomputes it in the background. ``refresh_of``
@@ -433,11 +439,15 @@ class Engine:
                 if wait is not None and not granted:
                     if refresh:
                         return Loaded()  # another process is refreshing it
+                    holder = read.holder
                     if read.raw is not None and not wait.force:
-                        wait.force = True  # there but unusable: claim the lease over it, now
-                        return Loaded(retry=True)
-                    wait.force = read.raw is not None
-                    pause = self._lease_wait(wait, read.holder)
+                        wait.force = True  # there but unusable: claim the lease over it
+                        if not wait.polls:
+                            return Loaded(retry=True)  # at once, the first time
+                        holder = wait.holder  # this read did not look at the lease
+                    else:
+                        wait.force = read.raw is not None
+                    pause = self._lease_wait(wait, holder)
                     if pause > 0:
                         return Loaded(retry=True, wait=pause)
         if refresh and not usable:
@@ -456,13 +466,13 @@ class Engine:
             return Loaded()
         took = time.perf_counter() - started
         self.stats.add(computes=1, compute_seconds=took)
-        self._failed_at.pop(call.key, None)
+        if call.key in self._failed_at:  # it works again
+            with self._counts_lock:
+                self._failed_at.pop(call.key, None)
         if refresh:
             self._count(refreshes=1)
-        if stamp is None:
-            return Loaded(
-                value
-            )  # versions unknowable (Redis down): never cache a tagged value blind
+        if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
+            return Loaded(value)
         gen = versions.gen
         if versions.behind(stamp) or (flight is not None and flight.doomed):
             self.stats.add(skipped_stale_fills=1)  # invalidated while computing (I3)
@@ -524,7 +534,7 @@ class Engine:
                 if entry is not None:
                     entries[i] = entry
         need = {t for e in entries.values() for t, _ in e.stamp}
-        current = {t: versions.get(t) for t in need} if versions.trusted else {}
+        current = {t: versions.get(t) for t in need} if versions.current() else {}
         unknown = sorted(t for t in need if current.get(t) is None)
         if unknown:
             try:
@@ -544,7 +554,7 @@ class Engine:
             if ok and now < entry.fresh_until:
                 out[i] = entry.value
                 hits += 1
-                if versions.trusted:
+                if versions.current():
                     c = calls[i]
                     self._local_put(c, entry.value, entry.stamp, entry.fresh_until, versions.gen)
         self.stats.add(redis_hits=hits, redis_misses=len(todo) - hits, misses=len(todo) - hits)
@@ -823,7 +833,9 @@ class Engine:
                 except BaseException as exc:
                     error = exc
         finally:
-            FLOW_STATE.reset(token)
+            # ValueError: a coroutine abandoned mid-flow is closed by the GC outside its context
+            with contextlib.suppress(ValueError):
+                FLOW_STATE.reset(token)
 
     # ------------------------------------------------------------------ single-flight + load
 
@@ -1127,9 +1139,10 @@ class Engine:
 
     def _refresh_failed(self, call: Call, exc: Exception) -> None:
         """Stale-if-error: keep serving the stale entry; leave the function alone for a while."""
-        self._failed_at[call.key] = self.clock()
-        if len(self._failed_at) > 10_000:
-            self._failed_at.pop(next(iter(self._failed_at)), None)
+        with self._counts_lock:
+            self._failed_at[call.key] = self.clock()
+            if len(self._failed_at) > 10_000:
+                del self._failed_at[next(iter(self._failed_at))]
         self._count(refresh_errors=1)
         log.warning(
             "tta-cache: refreshing %s failed (%s: %s); serving the stale value, next try in %s s",

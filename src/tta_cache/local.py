@@ -45,7 +45,9 @@ class LocalTier:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self.data: cachetools.LRUCache[Hashable, LocalEntry] = cachetools.LRUCache(max(maxsize, 1))
-        self.by_key: dict[str, Hashable] = {}  # Redis key -> L1 key (for per-call invalidation)
+        # Redis key -> its L1 keys, for per-call invalidation. Several calls can share one Redis
+        # key (a ``key=`` template that leaves out a parameter): invalidating it drops them all.
+        self.by_key: dict[str, set[Hashable]] = {}
         self.lock = threading.Lock()
         self.hits = 0  # counted under ``lock``
         self.misses = 0
@@ -60,19 +62,28 @@ class LocalTier:
         with self.lock:
             data = self.data
             while len(data) >= data.maxsize and key not in data:
-                _, old = data.popitem()
-                self.by_key.pop(old.key, None)
+                self._forget(*data.popitem())
+            old = data.get(key)
+            if old is not None and old.key != entry.key:
+                self._forget(key, old)
             data[key] = entry
-            self.by_key[entry.key] = key
+            self.by_key.setdefault(entry.key, set()).add(key)
+
+    def _forget(self, key: Hashable, entry: LocalEntry) -> None:
+        keys = self.by_key.get(entry.key)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_key[entry.key]
 
     def pop_redis_keys(self, keys: Iterable[str]) -> int:
         """Drop the entries stored under these Redis keys; returns how many were present."""
         n = 0
         with self.lock:
             for k in keys:
-                lk = self.by_key.pop(k, None)
-                if lk is not None and self.data.pop(lk, None) is not None:
-                    n += 1
+                for lk in self.by_key.pop(k, ()):
+                    if self.data.pop(lk, None) is not None:
+                        n += 1
         return n
 
     def clear(self) -> None:

@@ -70,25 +70,31 @@ Next = Callable[[], Any]
 Handler = Callable[["Operation", Next], Any]
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-_COMMANDS = {"write": "SET", "get_many": "MGET", "versions": "EVALSHA", "bump": "EVALSHA"}
+_COMMANDS = {
+    "write": "SET",
+    "get_many": "MGET",
+    "versions": "EVALSHA",
+    "bump": "EVALSHA",
+    "fill": "EVALSHA",  # write + lease release + fill notice
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One step of a cache operation, as middleware sees it: what, never with which key or value.
 
-    ``name``: the step (``read``, ``write``, ``get_many``, ``set_many``, ``versions``, ``bump``,
-    ``delete``, ``compute``, ...). ``tier``: ``"redis"`` or ``"compute"`` (the decorated
-    function). ``kind``: the cached function's kind (``"session"``, ``"character"`` ...),
-    ``"raw"`` for raw ``get``/``set``, ``"tag"`` for tag versions, ``"*"`` if unknown.
-    ``function``: the cached function's ``module.qualname`` (``""`` for raw access).
-    ``key_template``: the key's shape without argument values (``tta:character:mod.f:…``,
-    ``tta:session:{…}:mod.f:…``, ``tta:raw:…``). ``command``: the Redis command the step sends
-    (``GET``, ``SET``, ``MGET``, ``EVALSHA``, ``PIPELINE`` for mixed commands in one round trip,
-    ``PIPELINE SET`` for many SETs; the standalone shape, Cluster splits some by slot), ``""`` for
-    a computation. ``batch_size``: commands in that round trip (1 unless a pipeline; an MGET of
-    many keys is one command), 0 for a computation. ``is_async``: the step runs in an event loop
-    and ``call_next()`` returns an awaitable.
+    ``name``: the step (``read``, ``lease_read``, ``write``, ``fill``, ``get_many``,
+    ``set_many``, ``versions``, ``bump``, ``delete``, ``compute``). ``tier``: ``"redis"``, or
+    ``"compute"`` for the decorated function. ``kind``: the cached function's kind
+    (``"session"``, ``"character"`` ...), ``"raw"`` for raw ``get``/``set``, ``"tag"`` for tag
+    versions, ``"*"`` if unknown. ``function``: the cached function's ``module.qualname`` (``""``
+    for raw access). ``key_template``: the key's shape without argument values
+    (``tta:character:mod.f:…``, ``tta:session:{…}:mod.f:…``, ``tta:raw:…``). ``command``: the
+    Redis command the step sends (``GET``, ``SET``, ``MGET``, ``EVALSHA``, ``PIPELINE`` for
+    different commands in one round trip, ``PIPELINE SET`` for many SETs; the standalone shape,
+    Cluster splits some by slot), ``""`` for a computation. ``batch_size``: commands in that
+    round trip (1 unless a pipeline; an MGET of many keys is one command), 0 for a computation.
+    ``is_async``: the step runs in an event loop and ``call_next()`` returns an awaitable.
     """
 
     name: str
@@ -116,9 +122,13 @@ class Operation:
         segment, template = _template(namespace, key, function)
         kind = call.kind if call is not None else segment
         if method == "compute":
-            return cls(method, "compute", kind, function, template, "", 0, is_async)
+            return _operation(method, "compute", kind, function, template, "", 0, is_async)
         command, batch_size = _shape(method, args)
-        return cls(method, "redis", kind, function, template, command, batch_size, is_async)
+        return _operation(method, "redis", kind, function, template, command, batch_size, is_async)
+
+
+# Operations repeat (a few per cached function): share the instances rather than build each.
+_operation = functools.lru_cache(maxsize=4096)(Operation)
 
 
 def _first_key(args: tuple[Any, ...]) -> str:
@@ -131,8 +141,10 @@ def _first_key(args: tuple[Any, ...]) -> str:
 
 
 def _shape(method: str, args: tuple[Any, ...]) -> tuple[str, int]:
-    if method == "read":  # GET, or GET + the versions script in one pipeline
-        return ("PIPELINE", 2) if args[1] else ("GET", 1)
+    if method in {"read", "lease_read"}:  # + the versions script in one pipeline
+        if args[1]:
+            return "PIPELINE", 2
+        return ("GET" if method == "read" else "EVALSHA"), 1
     if method == "set_many":
         n = len(args[0])
         return ("SET", 1) if n == 1 else ("PIPELINE SET", n)

@@ -11,10 +11,11 @@ Spans (the database client conventions for Redis):
   ``db.system.name="redis"``, ``db.operation.name``, ``db.namespace`` (the database index from
   the configuration, as a string), ``server.address``/``server.port`` (the first configured
   host), ``db.operation.batch.size`` for pipelines of several commands,
-  ``db.stored_procedure.name`` (the script's SHA1) for the version scripts, ``cache.name``,
+  ``db.stored_procedure.name`` (the SHA1) for a step that runs one Lua script, ``cache.name``,
   ``cache.kind`` and ``code.function.name`` when the step is for a cached function;
 - one per computation after a miss, ``cache.compute {function}``, kind INTERNAL, current while the
-  function runs (its own spans nest under it) and the parent of the fill's ``SET`` span;
+  function runs (its own spans nest under it) and the parent of the fill that follows (``SET``,
+  or the lease's fill script);
 - on failure only: status ERROR and ``error.type``, the class name of the error (the Redis
   client's error rather than its wrapper; the names ``stats()["errors_by_type"]`` counts). No
   exception event is recorded: its message could carry a key or an argument.
@@ -22,23 +23,26 @@ Spans (the database client conventions for Redis):
 Metrics (one instrument set per meter provider; every figure is also in ``cache.stats()`` and read
 from the same counters, so the two never disagree):
 
-==============================  =================  ==============================================
-``cache.requests``              counter            ``cache.tier`` local|redis, ``cache.result``
-                                                   hit|miss|stale, ``cache.kind`` (``*``: the
-                                                   counters are not kept per kind)
-``db.client.operation.duration``  histogram, s     the span's ``db.*``/``server.*`` attributes,
-                                                   ``error.type`` on failure
-``cache.compute.duration``      histogram, s       ``cache.kind``, ``code.function.name``
-``cache.invalidations``         counter            ``cache.invalidation.direction`` sent|received
-``cache.invalidation.lag``      histogram, s       publish to receipt, from the channel's samples
-``cache.errors``                counter            ``error.type``
-``cache.local.size``            gauge              entries in L1
-``cache.breaker.state``         gauge              0 closed, 1 half-open, 2 open
-==============================  =================  ==============================================
+================================  ============  ==============================================
+``cache.requests``                counter       ``cache.tier`` local|redis, ``cache.result``
+                                                hit|miss|stale, ``cache.kind`` (``*``: the
+                                                counters are not kept per kind)
+``db.client.operation.duration``  histogram, s  the span's ``db.*``/``server.*`` attributes,
+                                                ``error.type`` on failure
+``cache.compute.duration``        histogram, s  ``cache.kind``, ``code.function.name``,
+                                                ``error.type`` on failure
+``cache.invalidations``           counter       ``cache.invalidation.direction`` sent|received
+``cache.invalidation.lag``        histogram, s  publish to receipt, every message the channel
+                                                delivered (this process's own included)
+``cache.errors``                  counter       ``error.type``: failures served around
+``cache.local.size``              gauge         entries in L1
+``cache.breaker.state``           gauge         0 closed, 1 half-open, 2 open
+================================  ============  ==============================================
 
-Every metric carries ``cache.name`` (the namespace). Counters are observable: L1 hits are counted
-in-process by the local tier and never run the chain. Invalidation lags are exported when metrics
-are collected; more than the channel keeps (4096) between two collections are not all exported.
+The ``cache.*`` metrics carry ``cache.name`` (the namespace). Counters are observable: L1 hits are
+counted in-process by the local tier and never run the chain. Invalidation lags are exported when
+metrics are collected; of more than the channel keeps (4096) between two collections, the oldest
+are not exported.
 
 No key, tag value, argument or cached value ever becomes a span name or an attribute.
 """
@@ -61,7 +65,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .middleware import BaseMiddleware, Next, Operation, error_type, flow_state
 from .policy import BreakerState
-from .redis_tier import BUMP_LUA, VERSIONS_LUA
+from .redis_tier import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -83,15 +87,21 @@ DB_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 """The database client conventions' bucket advice for ``db.client.operation.duration``."""
 
 _LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-_SCRIPTS = {
-    "versions": hashlib.sha1(VERSIONS_LUA.encode()).hexdigest(),
-    "bump": hashlib.sha1(BUMP_LUA.encode()).hexdigest(),
+_SCRIPTS = {  # steps that run one script (a pipeline of several has no one procedure)
+    name: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    for name, script in (
+        ("versions", VERSIONS_LUA),
+        ("bump", BUMP_LUA),
+        ("lease_read", LEASE_READ_LUA),
+        ("fill", FILL_LUA),
+    )
 }
 _BREAKER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _PARENT = "tta_cache.telemetry.parent"  # flow_state() key: the computation's span context
 _MAX_DESCRIBED = 1024
 
 AttrKey = tuple[tuple[str, Any], ...]
+_Started = tuple[trace.Span, "Attributes", float, "Token[Context] | None"]
 
 
 class Telemetry(BaseMiddleware):
@@ -113,7 +123,9 @@ class Telemetry(BaseMiddleware):
         self.tracer = trace.get_tracer("tta_cache", _VERSION, tracer_provider)
         self.instruments = _instruments_for(meter_provider)
         self._db = _db_attributes(engine)
-        self._described: dict[Operation, tuple[str, Attributes, Attributes]] = {}
+        self._described: dict[
+            tuple[str, str, int, str, str], tuple[str, Attributes, Attributes]
+        ] = {}
         self._last_lag: float | None = None
         self._lag_lock = threading.Lock()
         self.instruments.sources.add(self)
@@ -121,122 +133,91 @@ class Telemetry(BaseMiddleware):
     # ------------------------------------------------------------------ the middleware
 
     def __call__(self, op: Operation, call_next: Next, /) -> Any:
-        if op.tier == "compute":
-            span, started, token = self._start_compute(op)
-            try:
-                result = call_next()
-            except BaseException as exc:
-                self._end_compute(op, span, started, token, exc)
-                raise
-            self._end_compute(op, span, started, token, None)
-            return result
-        span, metric, started, token = self._start_redis(op)
+        started = self._start(op)
         try:
             result = call_next()
         except BaseException as exc:
-            self._end_redis(span, metric, started, token, exc)
+            self._end(op, started, exc)
             raise
-        self._end_redis(span, metric, started, token, None)
+        self._end(op, started, None)
         return result
 
     async def acall(self, op: Operation, call_next: Callable[[], Awaitable[Any]], /) -> Any:
-        if op.tier == "compute":
-            span, started, token = self._start_compute(op)
-            try:
-                result = await call_next()
-            except BaseException as exc:
-                self._end_compute(op, span, started, token, exc)
-                raise
-            self._end_compute(op, span, started, token, None)
-            return result
-        span, metric, started, token = self._start_redis(op)
+        started = self._start(op)
         try:
             result = await call_next()
         except BaseException as exc:
-            self._end_redis(span, metric, started, token, exc)
+            self._end(op, started, exc)
             raise
-        self._end_redis(span, metric, started, token, None)
+        self._end(op, started, None)
         return result
 
     def _describe(self, op: Operation) -> tuple[str, Attributes, Attributes]:
-        described = self._described.get(op)
-        if described is None:
+        """The span name, span attributes and metric attributes of ``op`` (made once per shape)."""
+        key = (op.name, op.command, op.batch_size, op.kind, op.function)
+        described = self._described.get(key)
+        if described is not None:
+            return described
+        if op.tier == "compute":
+            attributes: dict[str, Any] = {"cache.name": self.namespace, "cache.kind": op.kind}
+            if op.function:
+                attributes["code.function.name"] = op.function
+            name = f"cache.compute {op.function}".rstrip()
+            described = (name, attributes, attributes)
+        else:
             metric: dict[str, Any] = {**self._db, "db.operation.name": op.command}
             span: dict[str, Any] = {**metric, "cache.name": self.namespace}
             if op.batch_size > 1:
                 span["db.operation.batch.size"] = op.batch_size
-            if op.name in _SCRIPTS:
+            if op.name in _SCRIPTS and op.command == "EVALSHA":
                 span["db.stored_procedure.name"] = _SCRIPTS[op.name]
             if op.kind != "*":
                 span["cache.kind"] = op.kind
             if op.function:
                 span["code.function.name"] = op.function
-            if len(self._described) >= _MAX_DESCRIBED:
-                self._described.clear()
-            described = self._described[op] = (f"{op.command} {self.namespace}", span, metric)
+            described = (f"{op.command} {self.namespace}", span, metric)
+        if len(self._described) >= _MAX_DESCRIBED:
+            self._described.clear()
+        self._described[key] = described
         return described
 
-    def _start_redis(self, op: Operation) -> tuple[trace.Span, Attributes, float, Token[Context]]:
+    def _start(self, op: Operation) -> _Started:
         name, attributes, metric = self._describe(op)
-        state = flow_state()
-        parent = state.get(_PARENT) if state is not None else None
-        span = self.tracer.start_span(
-            name, context=parent, kind=SpanKind.CLIENT, attributes=attributes
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token: Token[Context] | None
+        if op.tier == "compute":
+            span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+            # Current while the function runs: its own spans (and nested cache calls) nest here.
+            token = otel_context.attach(trace.set_span_in_context(span))
+        else:
+            state = flow_state()
+            parent = state.get(_PARENT) if state is not None else None
+            span = self.tracer.start_span(
+                name, context=parent, kind=SpanKind.CLIENT, attributes=attributes
+            )
+            # Current while Redis is called, so an instrumented client's spans nest under it.
+            recording = span.is_recording()
+            token = otel_context.attach(trace.set_span_in_context(span)) if recording else None
         return span, metric, time.perf_counter(), token
 
-    def _end_redis(
-        self,
-        span: trace.Span,
-        metric: Attributes,
-        started: float,
-        token: Token[Context],
-        exc: BaseException | None,
-    ) -> None:
-        took = time.perf_counter() - started
-        otel_context.detach(token)
+    def _end(self, op: Operation, started: _Started, exc: BaseException | None) -> None:
+        span, metric, t0, token = started
+        took = time.perf_counter() - t0
+        if token is not None:
+            otel_context.detach(token)
         if exc is not None:
             kind = error_type(exc)
             span.set_attribute("error.type", kind)
             span.set_status(Status(StatusCode.ERROR))
             metric = {**(metric or {}), "error.type": kind}
-        span.end()
-        self.instruments.db_duration.record(took, metric)
-
-    def _start_compute(self, op: Operation) -> tuple[trace.Span, float, Token[Context]]:
-        attributes: dict[str, Any] = {"cache.name": self.namespace, "cache.kind": op.kind}
-        if op.function:
-            attributes["code.function.name"] = op.function
-        name = f"cache.compute {op.function}" if op.function else "cache.compute"
-        span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        return span, time.perf_counter(), token
-
-    def _end_compute(
-        self,
-        op: Operation,
-        span: trace.Span,
-        started: float,
-        token: Token[Context],
-        exc: BaseException | None,
-    ) -> None:
-        took = time.perf_counter() - started
-        otel_context.detach(token)
-        attributes: dict[str, Any] = {"cache.name": self.namespace, "cache.kind": op.kind}
-        if op.function:
-            attributes["code.function.name"] = op.function
-        if exc is not None:
-            kind = error_type(exc)
-            span.set_attribute("error.type", kind)
-            span.set_status(Status(StatusCode.ERROR))
-            attributes["error.type"] = kind
-        else:
+        elif op.tier == "compute":
             state = flow_state()
             if state is not None:  # the fill that follows is this computation's child
                 state[_PARENT] = trace.set_span_in_context(span)
         span.end()
-        self.instruments.compute_duration.record(took, attributes)
+        if op.tier == "compute":
+            self.instruments.compute_duration.record(took, metric)
+        else:
+            self.instruments.db_duration.record(took, metric)
 
     # ------------------------------------------------------------------ observed figures
 

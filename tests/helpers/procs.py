@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import random
 import time
@@ -89,8 +90,14 @@ def channel_report(cache: tc.Cache) -> dict[str, Any]:
     }
 
 
+def quiet_logs() -> None:
+    # Fail-open warnings (Redis down, channel lost) are expected here and counted in stats().
+    logging.getLogger("tta_cache").setLevel(logging.ERROR)
+
+
 def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> None:
     """Read the tagged entry in a tight loop until ``ctl.stop``; write runs and figures."""
+    quiet_logs()
     cache, load = make_cache(url, ctl.truth)
     if not cache.wait_ready(15.0):
         raise RuntimeError("invalidation channel not up")
@@ -105,7 +112,8 @@ def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> 
     runs: list[list[int]] = []
     older: list[list[int]] = []  # [time_ns, version read, newer version read before]
     time_ns = time.time_ns
-    tag_version = cache.engine.versions.get
+    versions = cache.engine.versions
+    map_lock = versions.lock
     stop = ctl.stop
     cur = top = cur_map = -1
     first = last = count = 0
@@ -113,7 +121,8 @@ def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> 
     while not stop.value and last < deadline_ns:
         for _ in range(64):
             t = time_ns()
-            m = tag_version(TAG) or 0
+            with map_lock:  # merge moves the map, then gen, under this lock: see both or neither
+                m = versions.get(TAG) or 0
             v = load("d1")
             if v != cur or m != cur_map:
                 if count:
@@ -125,9 +134,7 @@ def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> 
             last = t
             count += 1
     runs.append([cur, first, last, count, cur_map])
-    Path(out).write_text(
-        json.dumps({"runs": runs, "older": older, **channel_report(cache)})
-    )
+    Path(out).write_text(json.dumps({"runs": runs, "older": older, **channel_report(cache)}))
     cache.close()
 
 
@@ -149,6 +156,7 @@ def writer(
     and then nothing is invalidated for ``quiet`` seconds: a process that missed the message and
     kept trusting its map would serve the old value all that time.
     """
+    quiet_logs()
     cache, _ = make_cache(url, ctl.truth)
     if not cache.wait_ready(15.0):
         raise RuntimeError("invalidation channel not up")

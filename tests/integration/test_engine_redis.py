@@ -1,4 +1,4 @@
-"""The engine against a real Redis: tier order, invalidation (I1, I3), single-flight, pool limits."""
+"""The engine against real Redis: tier order, invalidation (I1, I3), single-flight, pool limits."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import tta_cache as tc
 
 MakeCache = Callable[..., tc.Cache]
 WAIT = 10.0  # seconds a test waits for something that should happen at once (never asserted)
+LONG = 120.0
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
 def test_reads_go_l1_then_l2_then_the_function(make: MakeCache, client: redis.Redis) -> None:
     store = Store(u1="v1")
     a, b = make(), make()
-    assert a.wait_ready(WAIT) and b.wait_ready(WAIT)
+    assert a.wait_ready(WAIT)
+    assert b.wait_ready(WAIT)
     load_a, load_b = loader(a, store, "a"), loader(b, store, "b")
     key = load_a.cache_key("u1")
 
@@ -193,7 +195,8 @@ def _invalidators(cache: tc.Cache) -> dict[str, Callable[[], None]]:
 def test_tag_invalidation_reaches_another_cache(make: MakeCache, how: str) -> None:
     store = Store(u1="old")
     a, b = make(), make()
-    assert a.wait_ready(WAIT) and b.wait_ready(WAIT)
+    assert a.wait_ready(WAIT)
+    assert b.wait_ready(WAIT)
     load_a, load_b = loader(a, store, "a"), loader(b, store, "b")
     assert load_a("u1") == "old"
     assert load_b("u1") == "old"
@@ -209,7 +212,8 @@ def test_tag_invalidation_reaches_another_cache(make: MakeCache, how: str) -> No
 def test_custom_tag_invalidation_reaches_another_cache(make: MakeCache) -> None:
     store = Store(x="old")
     a, b = make(), make()
-    assert a.wait_ready(WAIT) and b.wait_ready(WAIT)
+    assert a.wait_ready(WAIT)
+    assert b.wait_ready(WAIT)
 
     def load_on(cache: tc.Cache) -> Any:
         @cache.cached(tags=["custom:{name}"])
@@ -228,7 +232,8 @@ def test_custom_tag_invalidation_reaches_another_cache(make: MakeCache) -> None:
 def test_per_call_invalidation_reaches_another_cache(make: MakeCache, client: redis.Redis) -> None:
     store = Store(u1="old", u2="old")
     a, b = make(), make()
-    assert a.wait_ready(WAIT) and b.wait_ready(WAIT)
+    assert a.wait_ready(WAIT)
+    assert b.wait_ready(WAIT)
     load_a, load_b = loader(a, store, "a"), loader(b, store, "b")
     assert [load_a("u1"), load_b("u1"), load_b("u2")] == ["old"] * 3
     store.data.update(u1="new", u2="new")
@@ -237,6 +242,32 @@ def test_per_call_invalidation_reaches_another_cache(make: MakeCache, client: re
     assert load_a("u1") == "new"
     assert eventually(lambda: load_b("u1") == "new")
     assert load_b("u2") == "old"  # only that call's entry
+
+
+def test_per_call_invalidation_reaches_every_call_sharing_the_key(make: MakeCache) -> None:
+    store = Store(u1="old")
+    a, b = make(), make()
+    assert a.wait_ready(WAIT)
+    assert b.wait_ready(WAIT)
+
+    def load_on(cache: tc.Cache) -> Any:
+        @cache.cached(key="{user_id}")
+        def load(user_id: str, fmt: str = "plain") -> str:
+            return f"{store.read(user_id)}/{fmt}"
+
+        return load
+
+    load_a, load_b = load_on(a), load_on(b)
+    assert load_b("u1") == "old/plain"
+    assert load_b("u1", "fancy") == "old/plain"  # the key ignores fmt: an L2 hit in Redis
+    b.engine.local.clear()
+    assert load_b("u1", "fancy") == "old/plain"
+    assert load_b("u1") == "old/plain"
+    assert len(b.engine.local) == 2  # two L1 entries for one Redis key
+    store.data["u1"] = "new"
+    load_a.invalidate("u1")
+    assert eventually(lambda: len(b.engine.local) == 0)
+    assert load_b("u1", "fancy") == "new/fancy"
 
 
 async def test_async_per_call_and_tag_invalidation(amake: MakeCache) -> None:
@@ -333,7 +364,8 @@ def test_computation_racing_an_invalidation_is_not_served_after_it(
 ) -> None:
     store = Store(u1="old")
     gate = Gate()
-    cache = make(redis_url if backend == "redis" else None)
+    # A joiner would wait this long for the old flight, so it cannot give up and pass by luck.
+    cache = make(redis_url if backend == "redis" else None, lock_timeout=LONG)
     assert cache.wait_ready(WAIT)
     load = _gated_loader(cache, store, gate)
 
@@ -343,12 +375,20 @@ def test_computation_racing_an_invalidation_is_not_served_after_it(
     assert gate.entered.wait(WAIT)  # it read "old" and is still computing
     store.data["u1"] = "new"
     _invalidate(cache, load, how)
+    late: list[str] = []
     if late_caller:
-        # arrives after the invalidation: must not join the flight that read "old"
-        assert load("u1") == "new"
+        # Arrives after the invalidation: it must not join the flight that read "old". A correct
+        # engine answers while that flight is still blocked; a joiner waits for the release
+        # below and then returns "old".
+        caller = threading.Thread(target=lambda: late.append(load("u1")))
+        caller.start()
+        caller.join(WAIT)
     gate.release.set()
     thread.join(WAIT)
     assert first == ["old"]  # its own caller may get it
+    if late_caller:
+        caller.join(WAIT)
+        assert late == ["new"]
 
     assert load("u1") == "new"  # not from L1
     cache.engine.local.clear()
@@ -367,7 +407,7 @@ async def test_async_computation_racing_an_invalidation_is_not_served_after_it(
     store = Store(u1="old")
     entered, release = asyncio.Event(), asyncio.Event()
     computations = 0
-    cache = amake(redis_url if backend == "redis" else None)
+    cache = amake(redis_url if backend == "redis" else None, lock_timeout=LONG)
 
     @cache.cached(tags=("user:{user_id}",))
     async def load(user_id: str) -> str:
@@ -387,9 +427,12 @@ async def test_async_computation_racing_an_invalidation_is_not_served_after_it(
     else:
         await load.invalidate("u1")
     if late_caller:
-        assert await asyncio.wait_for(load("u1"), WAIT) == "new"
+        late = asyncio.create_task(load("u1"))  # must not join the flight that read "old"
+        await asyncio.wait({late}, timeout=WAIT)
     release.set()
     assert await first == "old"
+    if late_caller:
+        assert await late == "new"
 
     assert await load("u1") == "new"
     cache.engine.local.clear()

@@ -1,4 +1,4 @@
-"""I4 fail-open: a Redis that is down, killed or blackholed never fails the caller (unless asked)."""
+"""I4 fail-open: a Redis that is down, killed or blackholed never fails a caller (unless asked)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_killed_redis_degrades_to_l1_and_compute(make: MakeCache, own_redis: Red
 def test_redis_down_before_the_first_call(make: MakeCache, own_redis: RedisServer) -> None:
     cache = make(own_redis.url)
     own_redis.kill()
-    load, calls = counting(cache)
+    load, _calls = counting(cache)
     assert [load("a"), load("a"), load("b")] == ["value of a", "value of a", "value of b"]
     assert cache.stats()["errors"] >= 1
 
@@ -174,7 +174,7 @@ async def test_async_calls_survive_a_killed_redis(amake: MakeCache, own_redis: R
 
 def test_on_error_raise_on_the_cache(make: MakeCache, own_redis: RedisServer) -> None:
     cache = make(own_redis.url, on_error="raise")
-    load, calls = counting(cache)
+    load, _calls = counting(cache)
     assert load("warm") == "value of warm"
     own_redis.kill()
     with pytest.raises(tc.BackendError) as info:
@@ -222,7 +222,7 @@ def test_caching_through_redis_resumes_after_a_restart(
 ) -> None:
     clock = FakeClock()
     cache = make(own_redis.url, breaker=tc.CircuitBreaker(clock=clock))
-    load, calls = counting(cache)
+    load, _calls = counting(cache)
     assert load("warm") == "value of warm"
     own_redis.kill()
     for i in range(10):  # enough failures to open the breaker
@@ -249,7 +249,7 @@ def test_caching_through_redis_resumes_after_a_restart(
 
 def test_blackholed_redis_still_answers_every_call(make: MakeCache, redis_proxy: TcpProxy) -> None:
     cache = make(redis_proxy.url, op_timeout=0.1)
-    load, calls = counting(cache)
+    load, _calls = counting(cache)
     assert load("warm") == "value of warm"
     redis_proxy.blackhole()
 

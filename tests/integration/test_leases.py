@@ -8,6 +8,7 @@ value carries a random token: everyone getting the same token is everyone gettin
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import secrets
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -43,6 +45,20 @@ def caches(redis_url: str) -> Iterator[list[tc.Cache]]:
     yield made
     for cache in made:
         cache.close()
+
+
+async def aclose_all(caches: list[tc.Cache]) -> None:
+    """``aclose()`` each cache and the pool its async client was given, which ``aclose()`` leaves
+    open today (the xfail in test_engine_redis.py): its ResourceWarnings would fail a later test."""
+    loop = asyncio.get_running_loop()
+    for cache in caches:
+        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
+        await cache.aclose()
+        if client is not None:
+            await client.connection_pool.aclose()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 # ---------------------------------------------------------------------- the scripts
@@ -182,16 +198,18 @@ def test_a_fill_behind_an_invalidation_is_not_written_but_wakes_the_waiters(
     entered = threading.Event()
     release = threading.Event()
 
-    @caches[0].cached(lock=True, tags=("doc:{k}",))
-    def holder(k: str) -> int:
-        seen = truth["v"]
-        entered.set()
-        assert release.wait(WAIT)
-        return seen
+    def make(cache: tc.Cache, stall: bool) -> Any:
+        @cache.cached(lock=True, tags=("doc:{k}",))
+        def load(k: str) -> int:  # one function (one key) in two "processes"
+            seen = truth["v"]
+            if stall:
+                entered.set()
+                assert release.wait(WAIT)
+            return seen
 
-    @caches[1].cached(lock=True, tags=("doc:{k}",))
-    def waiter(k: str) -> int:
-        return truth["v"]
+        return load
+
+    holder, waiter = make(caches[0], True), make(caches[1], False)
 
     got: dict[str, int] = {}
     a = threading.Thread(target=lambda: got.setdefault("holder", holder("d")))
@@ -214,6 +232,39 @@ def test_a_fill_behind_an_invalidation_is_not_written_but_wakes_the_waiters(
     assert waiter("d") == 2
 
 
+def test_an_invalidated_entry_is_recomputed_once_under_the_lease(caches: list[tc.Cache]) -> None:
+    # The old entry is still in Redis but stamped behind: the readers claim the lease over it.
+    truth = {"v": 1}
+    runs: list[int] = []
+
+    def make(cache: tc.Cache) -> Any:
+        @cache.cached(lock=True, tags=("doc:{k}",))
+        def load(k: str) -> int:
+            runs.append(truth["v"])
+            time.sleep(0.05)
+            return truth["v"]
+
+        return load
+
+    loads = [make(c) for c in caches]
+    assert loads[0]("d") == 1
+    truth["v"] = 2
+    caches[0].invalidate(doc="d")
+    deadline = time.monotonic() + WAIT
+    while caches[1].stats()["invalidations"]["received"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    got: list[int] = []
+    threads = [
+        threading.Thread(target=lambda f=f: got.append(f("d"))) for f in loads for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert got == [2] * 16
+    assert runs == [1, 2]
+
+
 async def test_async_waiters_get_the_holders_value(caches: list[tc.Cache]) -> None:
     runs: list[str] = []
 
@@ -227,7 +278,10 @@ async def test_async_waiters_get_the_holders_value(caches: list[tc.Cache]) -> No
         return load
 
     a, b = (make(c, n) for c, n in zip(caches, ("A", "B"), strict=True))
-    results = await asyncio.gather(*(f("x") for _ in range(50) for f in (a, b)))
+    try:
+        results = await asyncio.gather(*(f("x") for _ in range(50) for f in (a, b)))
+    finally:
+        await aclose_all(caches)
     assert len(set(results)) == 1
     assert len(runs) == 1
     assert results[0] == f"{runs[0]}:x"
@@ -244,22 +298,23 @@ def test_leases_in_cluster_mode_compute_once(redis_cluster_url: str) -> None:
     try:
         for cache in caches:
             assert cache.wait_ready(WAIT)
-        loads = []
-        for name, cache in zip("AB", caches, strict=True):
 
+        def make(cache: tc.Cache, name: str) -> tuple[Any, Any]:
             @cache.cached(lock=True)
-            def plain(k: str, name: str = name) -> str:  # key and lease in different slots
+            def plain(k: str) -> str:  # the key and its lease sit in different slots
                 runs.append(f"plain-{name}")
                 release.wait(0.1)
                 return name
 
             @cache.cached(lock=True)
-            def session(session_id: str, name: str = name) -> str:  # same slot: atomic
+            def session(session_id: str) -> str:  # a hash tag: one slot, an atomic script
                 runs.append(f"session-{name}")
                 release.wait(0.1)
                 return name
 
-            loads.append((plain, session))
+            return plain, session
+
+        loads = [make(cache, name) for name, cache in zip("AB", caches, strict=True)]
         for which in (0, 1):
             got: list[str] = []
             threads = [
@@ -311,6 +366,7 @@ def _stampede_process(
         value = {"run": n, "pid": os.getpid(), "token": secrets.token_hex(8)}
         return value, 60.0 if stall else 0.1
 
+    warm: dict[str, int] = {}
     if use_async:
 
         @cache.cached(lock=True)
@@ -321,6 +377,7 @@ def _stampede_process(
 
         async def main() -> list[list[Any]]:
             await aload(f"warm{index}")  # connections, scripts, code paths
+            warm.update(cache.stats()["leases"])
             ready.release()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
             started = time.time()
@@ -340,6 +397,7 @@ def _stampede_process(
             return value
 
         load(f"warm{index}")
+        warm.update(cache.stats()["leases"])
         barrier = threading.Barrier(callers + 1)
         results = [[0.0, None] for _ in range(callers + 1)]
 
@@ -356,7 +414,8 @@ def _stampede_process(
         barrier.wait()
         for t in threads:
             t.join()
-    leases = cache.stats()["leases"]
+    after = cache.stats()["leases"]
+    leases = {k: after[k] - warm[k] for k in after}  # the stampede's own
     Path(out).write_text(json.dumps({"results": results, "leases": leases}))
     cache.close()
     counter.close()
@@ -492,7 +551,8 @@ def test_killed_lease_holder_frees_the_key_once_its_lease_expires(
         assert [p.exitcode for p in survivors] == [0, 0]
         values, _, leases = stampede.outcomes()
         assert len(values) == 16
-        assert int(counter.get("runs:cold") or 0) == 2  # the dead run, and one other
+        runs = int(counter.get("runs:cold") or 0)
+        assert runs == 2, (leases, values)  # the dead run, and one other
         assert {v["run"] for v in values} == {2}
         assert len({v["token"] for v in values}) == 1
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tta_cache as tc
+from tta_cache.redis_tier import FILL_LUA
 from tta_cache.telemetry import Telemetry
 
 WAIT = 10.0  # seconds a test waits for something that should happen at once (never asserted)
@@ -247,6 +249,26 @@ async def test_async_operations_make_the_same_spans_and_parents(
     assert fill.parent.span_id == compute.context.span_id
     assert read.parent is None
     assert compute.parent is None
+
+
+def test_with_a_lease_the_fill_script_is_the_computations_child(
+    make: MakeCache, otel: Otel
+) -> None:
+    cache = make()
+    assert cache.wait_ready()
+
+    @cache.cached(kind="narrative", lock=True)
+    def load_narrative(session_id: str) -> str:
+        return session_id
+
+    load_narrative(SESSION_ID)
+    lease, compute, fill = otel.finished()
+    assert [lease.name, fill.name] == ["PIPELINE tta", "EVALSHA tta"]
+    assert compute.name.startswith("cache.compute ")
+    assert fill.parent is not None
+    assert fill.parent.span_id == compute.context.span_id
+    script = (fill.attributes or {})["db.stored_procedure.name"]
+    assert script == hashlib.sha1(FILL_LUA.encode()).hexdigest()
 
 
 def test_version_scripts_and_batches_carry_their_attributes(make: MakeCache, otel: Otel) -> None:

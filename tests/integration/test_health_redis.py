@@ -1,0 +1,72 @@
+"""``cache.health()`` and the periodic health check against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import tta_cache as tc
+from helpers.redis_server import RedisServer
+
+WAIT = 10.0
+
+
+def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_healthy_report_has_latency_breaker_pool_connection_and_stats(redis_url: str) -> None:
+    cache = tc.Cache(redis_url, health_check_interval=0)
+    try:
+        assert cache.wait_ready(WAIT)
+
+        @cache.cached()
+        def load(x: int) -> int:
+            return x
+
+        assert load(1) == 1
+        health = cache.health()
+        assert health["overall_status"] == "healthy", health["reasons"]
+        assert health["reasons"] == []
+        redis = health["redis"]
+        assert redis["connected"] is True
+        assert 0 < redis["ping_latency"] < 1
+        assert redis["breaker"] == "closed"
+        assert redis["channel"] == "up"
+        assert redis["pool"]["max"] == 50
+        assert redis["pool"]["in_use"] == 0  # nothing is running now
+        assert redis["pool"]["idle"] >= 1
+        assert redis["connection"]["state"] == "up"
+        assert redis["connection"]["health_checks"] == 1  # this report's PING
+        assert health["stats"]["misses"] == 1
+    finally:
+        cache.close()
+
+
+def test_the_health_monitor_notices_an_outage_and_a_recovery_with_no_caller(
+    own_redis: RedisServer,
+) -> None:
+    cache = tc.Cache(own_redis.url, health_check_interval=0.05, breaker_threshold=3, op_timeout=0.1)
+    try:
+        assert cache.wait_ready(WAIT)
+        assert cache.get("k") is None  # the first use of Redis starts the monitor
+        connection = cache.engine.connection
+        assert eventually(lambda: connection.checks >= 2)
+        own_redis.kill()
+        assert eventually(lambda: connection.state == "down")
+        # the monitor's failed PINGs count as failures: the breaker opens with no caller at all
+        assert eventually(lambda: cache.engine.breaker.state.value == "open")
+        assert cache.health()["overall_status"] == "unhealthy"
+        own_redis.start()
+        assert eventually(lambda: connection.state == "up")
+        assert connection.reconnections == 1
+        assert cache.stats()["breaker"]["history"][:2] == ["closed", "open"]
+    finally:
+        cache.close()
+    assert cache.engine.monitor is not None
+    assert not cache.engine.monitor._thread.is_alive()  # type: ignore[union-attr]
