@@ -51,7 +51,7 @@ class Settings:
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
             return cls(sample_ns=5_000_000, rounds=5)
-        return cls(sample_ns=40_000_000, rounds=15)
+        return cls(sample_ns=30_000_000, rounds=21)
 
 
 @dataclass

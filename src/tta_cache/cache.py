@@ -62,8 +62,10 @@ class Cache:
 
     ``middleware`` runs around every Redis operation and computation (see
     :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
-    that chain (:mod:`tta_cache.telemetry`; a no-op until an SDK is configured), reporting to
-    ``tracer_provider`` / ``meter_provider`` or the global ones.
+    that chain (:mod:`tta_cache.telemetry`), reporting to ``tracer_provider`` / ``meter_provider``
+    or the global ones. The default (``None``) turns it on when providers are passed or an
+    OpenTelemetry SDK is already configured globally, so a service without one pays nothing:
+    configure OpenTelemetry before creating the cache.
 
     Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
     seconds: a read in that window gets the stale value and one background refresh starts (the
@@ -107,7 +109,7 @@ class Cache:
         rng: random.Random | None = None,
         redis_options: Mapping[str, Any] | None = None,
         middleware: Sequence[Middleware] = (),
-        telemetry: bool = True,
+        telemetry: bool | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -159,6 +161,12 @@ class Cache:
         for freshness in map(self.freshness, self.ttl):
             self.engine.note_ttl(freshness)
         chain = list(middleware)
+        if telemetry is None:
+            from .telemetry import sdk_configured
+
+            telemetry = (
+                tracer_provider is not None or meter_provider is not None or sdk_configured()
+            )
         if telemetry:  # outermost, so a span covers what the other middleware add (retries...)
             from .telemetry import Telemetry
 

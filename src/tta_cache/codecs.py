@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -109,7 +110,7 @@ class Serializer(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Entry:
     """A decoded envelope: the value and the metadata stored beside it."""
 
@@ -719,6 +720,7 @@ _HEADER = struct.Struct("<HBBBddfH")
 
 
 @lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
 def _stamp_struct(count: int) -> struct.Struct:
     """``count`` versions and the length of the tags block, read or written in one call."""
     return struct.Struct(f"<{count}qI")

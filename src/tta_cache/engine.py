@@ -103,6 +103,7 @@ class LeaseWait:
     holder: str | None = None  # the token of the holder waited for
     holders: int = 0  # distinct holders waited for so far
     until: float = 0.0  # (monotonic) when to stop waiting for ``holder`` and compute
+    last_look: bool = False  # ``until`` has passed: one more read, then compute
     polls: int = 0
 
 
@@ -448,7 +449,7 @@ class Engine:
                     else:
                         wait.force = read.raw is not None
                     pause = self._lease_wait(wait, holder)
-                    if pause > 0:
+                    if pause is not None:
                         return Loaded(retry=True, wait=pause)
         if refresh and not usable:
             return Loaded()  # nothing to refresh into
@@ -1074,23 +1075,29 @@ class Engine:
         ms = max(1, round(self.lock_timeout * 1000))
         return LeaseWait(Lease(self.lease_key(call.key), token, ms, self.channel))
 
-    def _lease_wait(self, wait: LeaseWait, holder: str | None) -> float:
-        """Seconds to wait for ``holder``'s fill before reading again; 0: stop waiting, compute.
+    def _lease_wait(self, wait: LeaseWait, holder: str | None) -> float | None:
+        """Seconds to wait for ``holder``'s fill before reading again; None: compute now.
 
         A caller waits at most ``lock_timeout`` for one holder (the lease lives that long, so a
         dead holder has freed the key by then and one waiter takes over) and for two holders in
-        all. The fill notice wakes it at once; these pauses only pace the reads that back it up.
+        all. When its time is up it reads once more: a read that answered just before the lease
+        expired must not send every waiter computing at once. The fill notice wakes a waiter at
+        once; these pauses only pace the reads that back it up.
         """
         now = time.monotonic()
         if holder != wait.holder:
             wait.holder = holder
             wait.holders += 1
+            wait.last_look = False
             if wait.holders <= 2:
                 wait.until = now + self.lock_timeout
         left = wait.until - now
         if left <= 0:
+            if not wait.last_look:
+                wait.last_look = True
+                return 0.0
             self._count(lease_timeouts=1)
-            return 0.0
+            return None
         wait.polls += 1
         if wait.polls == 1:
             self._count(lease_waits=1)

@@ -207,7 +207,8 @@ def check(cache: Cache) -> dict[str, Any]:
         redis_info["breaker_transitions"] = breaker.transitions
         redis_info["breaker_opened"] = breaker.opened_count
         pool = engine.redis.pool_usage()
-        redis_info["pool"] = pool
+        redis_info["pool"] = pool  # the sync client's
+        redis_info["async_pool"] = engine.aredis.pool_usage() if engine.aredis else None
         redis_info["connection"] = engine.connection.snapshot()
         if redis_info["breaker"] != "closed":
             degraded.append(f"circuit breaker {redis_info['breaker']}: Redis is skipped")

@@ -41,6 +41,7 @@ NAMESPACE_TAG = "*"
 """The tag every entry carries: bumping it invalidates the whole namespace (the epoch)."""
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-@+/|~!$^&;]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-@+/|~!$^&;]")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _FORMATTER = string.Formatter()
 
@@ -49,11 +50,11 @@ def escape(text: str) -> str:
     """Percent-escape all but a conservative safe set (``:{}*?[],'%`` and spaces are escaped)."""
     if _SAFE.fullmatch(text):
         return text
-    return "".join(ch if _SAFE.fullmatch(ch) else _percent(ch) for ch in text)
+    return _UNSAFE.sub(_percent, text)
 
 
-def _percent(ch: str) -> str:
-    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+def _percent(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode("utf-8", "surrogatepass"))
 
 
 def check_name(what: str, value: str) -> str:
@@ -238,6 +239,8 @@ class Template:
         for literal, field in self._parts:
             if field is None:
                 out.append(literal)
+            elif field in arguments:  # a plain parameter name: no attribute or index to follow
+                out.append(escape(str(arguments[field])))
             else:
                 value, _ = _FORMATTER.get_field(field, (), arguments)
                 out.append(escape(str(value)))

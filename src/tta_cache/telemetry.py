@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 
     from .engine import Engine
 
-__all__ = ["DB_DURATION_BUCKETS", "Telemetry"]
+__all__ = ["DB_DURATION_BUCKETS", "Telemetry", "sdk_configured"]
 
 try:
     _VERSION = version("tta-cache")
@@ -395,3 +395,17 @@ def _db_attributes(engine: Engine) -> dict[str, Any]:
         attributes["server.address"] = host
         attributes["server.port"] = port
     return attributes
+
+
+def sdk_configured() -> bool:
+    """Whether global OpenTelemetry tracer or meter providers have been set (not the API's
+    proxies or no-ops): the default for ``Cache(telemetry=None)``."""
+    from opentelemetry import metrics, trace
+
+    tracer = trace.get_tracer_provider()
+    meter = metrics.get_meter_provider()
+    no_tracer = isinstance(tracer, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    no_meter = isinstance(meter, metrics.NoOpMeterProvider) or type(meter).__name__ == (
+        "_ProxyMeterProvider"
+    )
+    return not (no_tracer and no_meter)

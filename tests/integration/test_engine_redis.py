@@ -349,6 +349,47 @@ def _gated_loader(cache: tc.Cache, store: Store, gate: Gate) -> Any:
     return load
 
 
+class AsyncGate:
+    """``Gate`` for coroutines."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.computations = 0
+
+    async def pass_first(self) -> None:
+        self.computations += 1
+        if self.computations == 1:
+            self.entered.set()
+            await self.release.wait()
+
+
+def _gated_aloader(cache: tc.Cache, store: Store, gate: AsyncGate) -> Any:
+    @cache.cached(tags=("user:{user_id}",))
+    async def load(user_id: str) -> str:
+        value = store.read(user_id)
+        await gate.pass_first()
+        return value
+
+    return load
+
+
+def assert_old_value_is_dead_in_l2(
+    client: redis.Redis, cache: tc.Cache, key: str, old: str
+) -> None:
+    """Whatever L2 holds under ``key``: if it is the old value, its stamp is not current, so no
+    process can serve it. (A fill that raced an invalidation may still land there when a change
+    of channel trust left this process unable to tell its stamp was behind; the stamp keeps it
+    dead.)"""
+    raw = client.get(key)
+    if raw is None:
+        return
+    entry = cache.engine.codec.decode(raw)
+    if entry.value == old:
+        current = [int(client.get(cache.engine.tag_key(t)) or 0) for t, _ in entry.stamp]
+        assert [v for _, v in entry.stamp] != current
+
+
 def _invalidate(cache: tc.Cache, load: Any, how: str) -> None:
     if how == "tag":
         cache.invalidate(user="u1")
@@ -360,7 +401,12 @@ def _invalidate(cache: tc.Cache, load: Any, how: str) -> None:
 @pytest.mark.parametrize("how", ["tag", "call"])
 @pytest.mark.parametrize("late_caller", [True, False], ids=["late-caller", "no-late-caller"])
 def test_computation_racing_an_invalidation_is_not_served_after_it(
-    make: MakeCache, redis_url: str, backend: str, how: str, late_caller: bool
+    make: MakeCache,
+    client: redis.Redis,
+    redis_url: str,
+    backend: str,
+    how: str,
+    late_caller: bool,
 ) -> None:
     store = Store(u1="old")
     gate = Gate()
@@ -394,33 +440,28 @@ def test_computation_racing_an_invalidation_is_not_served_after_it(
     cache.engine.local.clear()
     assert load("u1") == "new"  # not from L2
     if backend == "redis":
-        other = make()
-        assert _gated_loader(other, store, Gate())("u1") == "new"
+        assert_old_value_is_dead_in_l2(client, cache, load.cache_key("u1"), "old")
+        assert _gated_loader(make(), store, Gate())("u1") == "new"
 
 
 @pytest.mark.parametrize("backend", ["redis", "local"])
 @pytest.mark.parametrize("how", ["tag", "call"])
 @pytest.mark.parametrize("late_caller", [True, False], ids=["late-caller", "no-late-caller"])
 async def test_async_computation_racing_an_invalidation_is_not_served_after_it(
-    amake: MakeCache, redis_url: str, backend: str, how: str, late_caller: bool
+    amake: MakeCache,
+    client: redis.Redis,
+    redis_url: str,
+    backend: str,
+    how: str,
+    late_caller: bool,
 ) -> None:
     store = Store(u1="old")
-    entered, release = asyncio.Event(), asyncio.Event()
-    computations = 0
+    gate = AsyncGate()
     cache = amake(redis_url if backend == "redis" else None, lock_timeout=LONG)
-
-    @cache.cached(tags=("user:{user_id}",))
-    async def load(user_id: str) -> str:
-        nonlocal computations
-        value = store.read(user_id)
-        computations += 1
-        if computations == 1:
-            entered.set()
-            await release.wait()
-        return value
+    load = _gated_aloader(cache, store, gate)
 
     first = asyncio.create_task(load("u1"))
-    await asyncio.wait_for(entered.wait(), WAIT)
+    await asyncio.wait_for(gate.entered.wait(), WAIT)
     store.data["u1"] = "new"
     if how == "tag":
         await cache.ainvalidate(user="u1")
@@ -429,7 +470,7 @@ async def test_async_computation_racing_an_invalidation_is_not_served_after_it(
     if late_caller:
         late = asyncio.create_task(load("u1"))  # must not join the flight that read "old"
         await asyncio.wait({late}, timeout=WAIT)
-    release.set()
+    gate.release.set()
     assert await first == "old"
     if late_caller:
         assert await late == "new"
@@ -437,7 +478,9 @@ async def test_async_computation_racing_an_invalidation_is_not_served_after_it(
     assert await load("u1") == "new"
     cache.engine.local.clear()
     assert await load("u1") == "new"
-    assert computations == (2 if backend == "redis" else 3)  # the last read came from L2
+    if backend == "redis":
+        assert_old_value_is_dead_in_l2(client, cache, load.cache_key("u1"), "old")
+        assert await _gated_aloader(amake(), store, AsyncGate())("u1") == "new"
 
 
 # --- I5 and the connection pool ---------------------------------------------------------------

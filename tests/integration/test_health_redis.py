@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
+import warnings
 from collections.abc import Callable
 
 import tta_cache as tc
@@ -70,3 +73,27 @@ def test_the_health_monitor_notices_an_outage_and_a_recovery_with_no_caller(
         cache.close()
     assert cache.engine.monitor is not None
     assert not cache.engine.monitor._thread.is_alive()  # type: ignore[union-attr]
+
+
+async def test_the_report_counts_the_async_clients_connections_too(redis_url: str) -> None:
+    cache = tc.Cache(redis_url, health_check_interval=0)
+    loop = asyncio.get_running_loop()
+    try:
+
+        @cache.cached()
+        async def load(x: int) -> int:
+            return x
+
+        assert await load(1) == 1
+        health = await loop.run_in_executor(None, cache.health)
+        assert health["redis"]["async_pool"]["in_use"] == 0
+        assert health["redis"]["async_pool"]["idle"] >= 1
+        assert health["redis"]["async_pool"]["max"] == 50
+    finally:
+        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
+        await cache.aclose()
+        if client is not None:  # aclose() leaves the given pool open today (see test_engine_redis)
+            await client.connection_pool.aclose()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
