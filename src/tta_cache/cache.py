@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -126,6 +127,8 @@ class Cache:
         self.ttl = {**DEFAULT_TTL, **(ttl or {})}
         self.default_ttl = default_ttl
         self._fresh_defaults = {"stale_ttl": stale_ttl, "jitter": jitter, "beta": beta}
+        self._freshness: dict[float, Freshness] = {}
+        self._get_calls: dict[tuple[str, Any], Call] = {}  # raw get() calls by (key, type_hint)
         self.on_error = on_error
         cfg = None
         if redis_url is not None:
@@ -192,7 +195,12 @@ class Cache:
     def freshness(self, kind: str, ttl: float | None = None, **overrides: float) -> Freshness:
         """The :class:`Freshness` for ``kind`` (its TTL from the table unless ``ttl`` is given)."""
         seconds = ttl if ttl is not None else self.ttl.get(kind, self.default_ttl)
-        return Freshness(ttl=seconds, **{**self._fresh_defaults, **overrides})
+        if overrides:
+            return Freshness(ttl=seconds, **{**self._fresh_defaults, **overrides})
+        fresh = self._freshness.get(seconds)
+        if fresh is None:
+            fresh = self._freshness[seconds] = Freshness(ttl=seconds, **self._fresh_defaults)
+        return fresh
 
     def _on_error(self, on_error: str | None) -> str:
         if on_error is None:
@@ -347,9 +355,15 @@ class Cache:
         ttl: float | None = None,
         type_hint: Any = None,
     ) -> Call:
+        if not tags and ttl is None and kind is None:
+            memo = (key, type_hint)
+            try:
+                return self._get_calls[memo]
+            except (KeyError, TypeError):
+                pass
         redis_key = self.engine.raw_key(key)
         all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))
-        return Call(
+        call = Call(
             key=redis_key,
             local_key=("raw", redis_key),
             local_types=None,
@@ -360,6 +374,12 @@ class Cache:
             on_error=self.on_error,
             kind=kind or "default",
         )
+        if not tags and ttl is None and kind is None:
+            if len(self._get_calls) >= 4096:
+                self._get_calls.clear()
+            with contextlib.suppress(TypeError):  # an unhashable type hint is not kept
+                self._get_calls[(key, type_hint)] = call
+        return call
 
     def get(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
         """The value stored under ``key`` (L1, then Redis), or ``default``.

@@ -47,7 +47,6 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
@@ -709,18 +708,17 @@ def _union_converter(args: tuple[Any, ...]) -> _Converter | None:
 # --- the envelope -----------------------------------------------------------------------------
 
 _MAGIC = 0xCCF7  # b"\xf7\xcc" read as a little-endian u16
-_VERSION = 1
+_VERSION = 2  # 2: the payload's length is in the header (a truncated payload is a miss)
 _ZLIB = 0x01
 _ZSTD = 0x02
 _SIGNED = 0x04
 _KNOWN_FLAGS = _ZLIB | _ZSTD | _SIGNED
 _MAC_SIZE = 32
 
-_HEADER = struct.Struct("<HBBBddfH")
+_HEADER = struct.Struct("<HBBBddfHI")
 
 
 @lru_cache(maxsize=32)
-@functools.lru_cache(maxsize=64)
 def _stamp_struct(count: int) -> struct.Struct:
     """``count`` versions and the length of the tags block, read or written in one call."""
     return struct.Struct(f"<{count}qI")
@@ -878,6 +876,7 @@ class Codec:
                 fresh_until,
                 compute_time,
                 len(stamp),
+                len(payload),
             )
             body = b"".join((header, _pack_stamp(stamp), payload)) if stamp else header + payload
         except (struct.error, ValueError, TypeError) as exc:
@@ -916,9 +915,17 @@ class Codec:
         end = len(data)
         if end < _HEADER.size:
             raise DecodeError("payload is shorter than the envelope header")
-        magic, version, serializer_id, flags, created, fresh_until, compute_time, count = (
-            _HEADER.unpack_from(data)
-        )
+        (
+            magic,
+            version,
+            serializer_id,
+            flags,
+            created,
+            fresh_until,
+            compute_time,
+            count,
+            length,
+        ) = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise DecodeError("payload is not a tta-cache envelope")
         if version != _VERSION:
@@ -953,6 +960,8 @@ class Codec:
                 raise DecodeError("stamp tags do not match their count")
             stamp = tuple(zip(tags, versions, strict=True))
 
+        if end - offset != length:
+            raise DecodeError("payload is truncated or padded")
         payload = data[offset:end]
         if flags & _ZLIB:
             payload = self._inflate(payload)

@@ -126,6 +126,9 @@ class Spec(Generic[R]):
         self.prefix = f"{namespace}:{kind}:"
         self.session_hash = session
         self.is_async = inspect.iscoroutinefunction(func)
+        self.pure_templates = not any(
+            callable(t.source) for t in (*self.tag_templates, self.key_template) if t is not None
+        )
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Bound argument values in parameter order (defaults applied; ``self`` dropped)."""
@@ -237,8 +240,27 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     lookup = engine.local_lookup
     engine.note_ttl(spec.freshness)
 
+    l1 = local.maxsize > 0
+    # The Call of a recent argument tuple is kept (building one renders templates and encodes the
+    # key): only for arguments that own their L1 slot (so equal values of other types cannot
+    # pick it up) and string templates (a callable template may not be a pure function).
+    calls: dict[Any, Call] = {}
+    reuse = spec.pure_templates
+
     def slow(vals: tuple[Any, ...]) -> tuple[Any, Call]:
-        call = spec.call(vals, token, tag_key)
+        try:
+            call = calls[vals]
+        except (KeyError, TypeError):
+            call = spec.call(vals, token, tag_key)
+            if reuse and call.local_key is not call.key:
+                if len(calls) >= 4096:
+                    calls.clear()
+                calls[vals] = call
+        else:
+            if call.local_types is not None and call.local_types != tuple(map(type, vals)):
+                call = spec.call(vals, token, tag_key)
+        if not l1:
+            return _MISSING, call
         return lookup(call.local_key, call.local_types), call
 
     # The hit path: probe (token, vals); an entry is served while it has not expired, the
@@ -249,22 +271,23 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
 
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
             vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
-            with lock:
-                try:
-                    e = data[(token, vals)]
-                except (KeyError, TypeError):  # absent, or unhashable arguments
-                    pass
-                else:
-                    if (
-                        e.expires > (now := clock())
-                        and now < versions.fresh_until
-                        and (e.types is None or e.types == tuple(map(type, vals)))
-                    ):
-                        gen = versions.gen
-                        if e.gen == gen or valid(e.stamp):  # re-check once after any change
-                            e.gen = gen
-                            local.hits += 1
-                            return e.value
+            if l1:
+                with lock:
+                    try:
+                        e = data[(token, vals)]
+                    except (KeyError, TypeError):  # absent, or unhashable arguments
+                        pass
+                    else:
+                        if (
+                            e.expires > (now := clock())
+                            and now < versions.fresh_until
+                            and (e.types is None or e.types == tuple(map(type, vals)))
+                        ):
+                            gen = versions.gen
+                            if e.gen == gen or valid(e.stamp):  # re-check once after any change
+                                e.gen = gen
+                                local.hits += 1
+                                return e.value
             value, call = slow(vals)
             if value is not _MISSING:
                 return value
@@ -275,22 +298,23 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
 
         def swrapper(*args: Any, **kwargs: Any) -> Any:
             vals = args if (fast and not kwargs and len(args) == arity) else values(args, kwargs)
-            with lock:
-                try:
-                    e = data[(token, vals)]
-                except (KeyError, TypeError):  # absent, or unhashable arguments
-                    pass
-                else:
-                    if (
-                        e.expires > (now := clock())
-                        and now < versions.fresh_until
-                        and (e.types is None or e.types == tuple(map(type, vals)))
-                    ):
-                        gen = versions.gen
-                        if e.gen == gen or valid(e.stamp):  # re-check once after any change
-                            e.gen = gen
-                            local.hits += 1
-                            return e.value
+            if l1:
+                with lock:
+                    try:
+                        e = data[(token, vals)]
+                    except (KeyError, TypeError):  # absent, or unhashable arguments
+                        pass
+                    else:
+                        if (
+                            e.expires > (now := clock())
+                            and now < versions.fresh_until
+                            and (e.types is None or e.types == tuple(map(type, vals)))
+                        ):
+                            gen = versions.gen
+                            if e.gen == gen or valid(e.stamp):  # re-check once after any change
+                                e.gen = gen
+                                local.hits += 1
+                                return e.value
             value, call = slow(vals)
             if value is not _MISSING:
                 return value

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,9 +61,13 @@ COMPUTE: Step = ("compute", ())
 _MISSING: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """Everything a read-through needs about one call of a cached function (or one raw key)."""
+    """Everything a read-through needs about one call of a cached function (or one raw key).
+
+    Treated as immutable (not ``frozen``: a frozen dataclass costs microseconds to build, and one
+    is built on every L1 miss).
+    """
 
     key: str  # the Redis key
     local_key: Hashable  # the L1 key
@@ -90,7 +94,9 @@ class Flight:
         self.doomed = False  # a per-call invalidation hit it: its result is not cached
         self.result: Any = _MISSING
         self.error: BaseException | None = None
-        self.done = threading.Event()  # sync joiners wait on this, async ones on ``future``
+        # Sync joiners wait on ``done``, made by the first of them (most flights have no joiner,
+        # and an Event costs microseconds); async ones wait on ``future``.
+        self.done: threading.Event | None = None
         self.future = future
 
 
@@ -425,7 +431,7 @@ class Engine:
                         yield from self._release(call, lease)
                     if refresh:
                         return Loaded(entry.value, entry.created)
-                    self.stats.add(redis_hits=1)
+                    self.stats.redis_hit()
                     if verdict is Verdict.STALE:
                         failed = self._failed_at.get(call.key)
                         due = failed is None or retry_due(now, failed, self.error_throttle)
@@ -436,7 +442,7 @@ class Engine:
                     early = verdict is Verdict.REFRESH
                     return Loaded(entry.value, entry.created, refresh=early)
                 if not refresh:
-                    self.stats.add(redis_misses=1)
+                    self.stats.redis_miss()
                 if wait is not None and not granted:
                     if refresh:
                         return Loaded()  # another process is refreshing it
@@ -454,7 +460,7 @@ class Engine:
         if refresh and not usable:
             return Loaded()  # nothing to refresh into
         if not refresh:
-            self.stats.add(misses=1)
+            self.stats.miss()
         started = time.perf_counter()
         try:
             value = yield ("compute", (), call)
@@ -466,7 +472,7 @@ class Engine:
             self._refresh_failed(call, exc)
             return Loaded()
         took = time.perf_counter() - started
-        self.stats.add(computes=1, compute_seconds=took)
+        self.stats.computed(took)
         if call.key in self._failed_at:  # it works again
             with self._counts_lock:
                 self._failed_at.pop(call.key, None)
@@ -513,8 +519,13 @@ class Engine:
     def get_flow(self, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]:
         """Raw ``get``/``get_many``: L1, then one MGET, then (only for tags this process does not
         know, or while the channel is down) one round trip for versions. Missing -> ``_MISSING``."""
-        out: list[Any] = [self.local_lookup(c.local_key, c.local_types) for c in calls]
-        todo = [i for i, v in enumerate(out) if v is _MISSING]
+        l1 = self.local.maxsize > 0
+        if l1:
+            out: list[Any] = [self.local_lookup(c.local_key, c.local_types) for c in calls]
+            todo = [i for i, v in enumerate(out) if v is _MISSING]
+        else:
+            out = [_MISSING] * len(calls)
+            todo = list(range(len(calls)))
         if not todo or not self._redis_usable():
             self.stats.add(misses=len(todo))
             return out
@@ -523,42 +534,49 @@ class Engine:
         epoch = versions.epoch
         try:
             raws = yield ("get_many", ([calls[i].key for i in todo],))
-            self.breaker.record_success()
+            self._redis_ok()
         except BackendError as exc:
             self._fail(exc, on_error, "get")
             self.stats.add(misses=len(todo))
             return out
-        entries: dict[int, Entry] = {}
+        entries: list[tuple[int, Entry]] = []
+        queued = self._queued_keys
+        decode = self._decode
         for i, raw in zip(todo, raws, strict=True):
-            if raw is not None and calls[i].key not in self._queued_keys:
-                entry = self._decode(raw, calls[i].type_hint)
+            if raw is not None and not (queued and calls[i].key in queued):
+                entry = decode(raw, calls[i].type_hint)
                 if entry is not None:
-                    entries[i] = entry
-        need = {t for e in entries.values() for t, _ in e.stamp}
-        current = {t: versions.get(t) for t in need} if versions.current() else {}
-        unknown = sorted(t for t in need if current.get(t) is None)
+                    entries.append((i, entry))
+        trusted = versions.current()
+        known = versions._map if trusted else {}
+        unknown = sorted({t for _, e in entries for t, _ in e.stamp if t not in known})
+        current: Mapping[str, int] = known
         if unknown:
             try:
                 got = yield ("versions", (tuple(self.tag_key(t) for t in unknown),))
                 fetched = list(zip(unknown, got, strict=True))
-                current.update(fetched)
+                current = {**known, **dict(fetched)}
                 versions.merge(fetched, epoch)
             except BackendError as exc:
                 self._fail(exc, on_error, "versions")
         now = self.clock()
         hits = 0
         pending = versions.pending
-        for i, entry in entries.items():
-            ok = not versions.pending_all and all(
-                current.get(t) == v and t not in pending for t, v in entry.stamp
-            )
-            if ok and now < entry.fresh_until:
+        blocked_all = versions.pending_all
+        gen = versions.gen
+        for i, entry in entries:
+            if blocked_all or now >= entry.fresh_until:
+                continue
+            for t, v in entry.stamp:
+                if current.get(t) != v or (pending and t in pending):
+                    break
+            else:
                 out[i] = entry.value
                 hits += 1
-                if versions.current():
-                    c = calls[i]
-                    self._local_put(c, entry.value, entry.stamp, entry.fresh_until, versions.gen)
-        self.stats.add(redis_hits=hits, redis_misses=len(todo) - hits, misses=len(todo) - hits)
+                if l1 and trusted:
+                    self._local_put(calls[i], entry.value, entry.stamp, entry.fresh_until, gen)
+        missed = len(todo) - hits
+        self.stats.add(redis_hits=hits, redis_misses=missed, misses=missed)
         return out
 
     def set_flow(self, items: Sequence[tuple[Call, Any]], on_error: str) -> Flow[None]:
@@ -730,7 +748,7 @@ class Engine:
                 else:
                     started = time.perf_counter()
                     send = getattr(tier, method)(*args)
-                    self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+                    self.stats.redis_op(time.perf_counter() - started)
             except BaseException as exc:
                 error = exc
 
@@ -755,7 +773,7 @@ class Engine:
                 else:
                     started = time.perf_counter()
                     send = await getattr(tier, method)(*args)
-                    self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+                    self.stats.redis_op(time.perf_counter() - started)
             except BaseException as exc:
                 error = exc
 
@@ -765,13 +783,13 @@ class Engine:
     def _timed(self, redis_op: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         started = time.perf_counter()
         result = redis_op(*args)
-        self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+        self.stats.redis_op(time.perf_counter() - started)
         return result
 
     async def _atimed(self, redis_op: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
         started = time.perf_counter()
         result = await redis_op(*args)
-        self.stats.add(redis_ops=1, redis_seconds=time.perf_counter() - started)
+        self.stats.redis_op(time.perf_counter() - started)
         return result
 
     def _run_chained(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
@@ -846,13 +864,16 @@ class Engine:
         flights = self._flights
         with self._flight_lock:
             flight = flights.get(call.key)
-            leader = not self._joinable(flight)
+            leader = flight is None or not self._joinable(flight)
             if flight is None or leader:
                 flight = flights[call.key] = Flight()
-        if not leader:
-            if flight.done.wait(self._join_timeout(call)) and flight.error is None:
+                done = None
+            else:
+                done = flight.done = flight.done or threading.Event()
+        if done is not None:
+            if done.wait(self._join_timeout(call)) and flight.error is None:
                 return flight.result
-            if flight.done.is_set() and isinstance(flight.error, Exception):
+            if done.is_set() and isinstance(flight.error, Exception):
                 raise flight.error
             flight = Flight()  # the leader was cancelled or is too slow: compute ourselves
         try:
@@ -864,11 +885,13 @@ class Engine:
             flight.result = result
             return result
         finally:
-            flight.done.set()
             with self._flight_lock:
+                done = flight.done
                 if flights.get(call.key) is flight:
                     del flights[call.key]
-            self.stats.add(slow_ops=1, slow_seconds=time.perf_counter() - started)
+            if done is not None:
+                done.set()
+            self.stats.slow(time.perf_counter() - started)
 
     async def aload(self, call: Call, compute: Callable[[], Awaitable[Any]]) -> Any:
         """Async read-through with single-flight among the tasks of this event loop."""
@@ -907,7 +930,7 @@ class Engine:
         finally:
             if flights.get(call.key) is flight:
                 flights.pop(call.key, None)  # the channel thread may have popped it already
-            self.stats.add(slow_ops=1, slow_seconds=time.perf_counter() - started)
+            self.stats.slow(time.perf_counter() - started)
 
     def _join_timeout(self, call: Call) -> float:
         # As long as the leader may take: a lease wait (two holders at most), then the function.

@@ -18,11 +18,11 @@ Stamp = tuple[tuple[str, int], ...]
 
 
 class LocalEntry:
-    """One L1 value. ``expires`` is on the monotonic clock; it never passes the L2 soft expiry."""
+    """One L1 value. ``expires`` is on the cache's clock; it never passes the L2 soft expiry."""
 
     __slots__ = ("expires", "gen", "key", "stamp", "types", "value")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built positionally on every fill
         self,
         value: Any,
         expires: float,
@@ -40,7 +40,7 @@ class LocalEntry:
 
 
 class LocalTier:
-    """A bounded, thread-safe L1; the decorators' hit path reads ``data`` under ``lock`` directly."""
+    """A bounded, thread-safe L1; the decorators' hit path reads ``data`` under ``lock``."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize

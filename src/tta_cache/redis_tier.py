@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -314,15 +314,29 @@ def make_async_client(cfg: RedisConfig) -> Any:
     return aredis.Redis(connection_pool=pool, retry=_aretry())
 
 
-@contextlib.contextmanager
-def translated(op: str) -> Iterator[None]:
-    """Translate redis-py and socket errors raised inside into BackendError (the one place)."""
-    try:
-        yield
-    except (redis.TimeoutError, TimeoutError, asyncio.TimeoutError) as exc:
-        raise BackendTimeout(f"redis {op} timed out") from exc
-    except (redis.RedisError, OSError) as exc:
-        raise BackendError(f"redis {op} failed: {type(exc).__name__}: {exc}") from exc
+class translated:
+    """Translate redis-py and socket errors raised inside into BackendError (the one place).
+
+    A plain class, not ``@contextmanager``: it sits on every Redis operation, and a generator
+    per call costs more than the rest of the wrapper."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)):
+            raise BackendTimeout(f"redis {self.op} timed out") from exc
+        if isinstance(exc, (redis.RedisError, OSError)):
+            raise BackendError(f"redis {self.op} failed: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +475,7 @@ class RedisTier(_Base[Any]):
     def bump(
         self, tag_keys: Sequence[str], tags: Sequence[str], channel: str, head: str
     ) -> tuple[int, ...]:
-        """INCR the versions of ``tags`` (stored at ``tag_keys``) and publish them on ``channel``."""
+        """INCR the versions of ``tags`` (kept at ``tag_keys``) and publish them on ``channel``."""
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
             if self.cluster:  # one slot per script: each run publishes its own tag
@@ -494,6 +508,9 @@ class RedisTier(_Base[Any]):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:  # made here and handed over: the client leaves it open
+                pool.disconnect()
 
 
 class AsyncRedisTier(_Base[Any]):
@@ -529,10 +546,11 @@ class AsyncRedisTier(_Base[Any]):
             if self.cluster:
                 raw = await client.get(key)
                 return Read(raw, await self.versions(tag_keys))
-            pipe = client.pipeline(transaction=False)
-            pipe.get(key)
-            await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-            raw, versions = await pipe.execute()
+            # ``async with``: a failing pipeline is reset, so its connection goes back to the pool
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+                raw, versions = await pipe.execute()
             return Read(raw, tuple(map(int, versions)))
 
     async def lease_read(
@@ -551,10 +569,10 @@ class AsyncRedisTier(_Base[Any]):
             if not tag_keys:
                 raw, granted, holder = _lease_reply(await client._tta_lease(keys=keys, args=args))
                 return Read(raw, None, granted, holder)
-            pipe = client.pipeline(transaction=False)
-            await client._tta_lease(keys=keys, args=args, client=pipe)
-            await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-            reply, versions = await pipe.execute()
+            async with client.pipeline(transaction=False) as pipe:
+                await client._tta_lease(keys=keys, args=args, client=pipe)
+                await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
+                reply, versions = await pipe.execute()
             raw, granted, holder = _lease_reply(reply)
             return Read(raw, tuple(map(int, versions)), granted, holder)
 
@@ -606,10 +624,10 @@ class AsyncRedisTier(_Base[Any]):
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         with translated("SET"):
-            pipe = self.client.pipeline(transaction=False)
-            for key, payload, px in items:
-                pipe.set(key, payload, px=px)
-            await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, payload, px in items:
+                    pipe.set(key, payload, px=px)
+                await pipe.execute()
 
     async def delete(
         self, keys: Sequence[str], channel: str | None = None, message: bytes = b""
@@ -623,11 +641,11 @@ class AsyncRedisTier(_Base[Any]):
                 if channel:
                     await client.publish(channel, message)
                 return n
-            pipe = client.pipeline(transaction=False)
-            pipe.delete(*keys)
-            if channel:
-                pipe.publish(channel, message)
-            return int((await pipe.execute())[0])
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.delete(*keys)
+                if channel:
+                    pipe.publish(channel, message)
+                return int((await pipe.execute())[0])
 
     async def bump(
         self, tag_keys: Sequence[str], tags: Sequence[str], channel: str, head: str
@@ -665,4 +683,5 @@ class AsyncRedisTier(_Base[Any]):
             client = self._clients.pop(loop, None)
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await client.aclose()
+                    # the pool was made here and handed to the client, which leaves it open
+                    await client.aclose(close_connection_pool=True)

@@ -41,6 +41,35 @@ class Stats:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
 
+    # The hot paths below take no keyword dict and set no attribute by name (``add`` does both).
+
+    def redis_op(self, seconds: float) -> None:
+        with self._lock:
+            self.redis_ops += 1
+            self.redis_seconds += seconds
+
+    def redis_hit(self) -> None:
+        with self._lock:
+            self.redis_hits += 1
+
+    def redis_miss(self) -> None:
+        with self._lock:
+            self.redis_misses += 1
+
+    def miss(self) -> None:
+        with self._lock:
+            self.misses += 1
+
+    def computed(self, seconds: float) -> None:
+        with self._lock:
+            self.computes += 1
+            self.compute_seconds += seconds
+
+    def slow(self, seconds: float) -> None:
+        with self._lock:
+            self.slow_ops += 1
+            self.slow_seconds += seconds
+
     def error(self, kind: str) -> None:
         with self._lock:
             self.errors += 1

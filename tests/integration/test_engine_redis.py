@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -51,19 +49,9 @@ async def amake(redis_url: str) -> AsyncIterator[MakeCache]:
 
 
 async def close_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache, then clean up what the Redis tier leaks today (both reported,
-    see the xfail tests): the pool ``aclose()`` leaves open, and pipelines dropped after a failed
-    ``SCRIPT EXISTS`` that still hold a connection. Otherwise their ResourceWarnings would fail
-    whichever test runs next."""
-    loop = asyncio.get_running_loop()
+    """``aclose()`` each cache on the test's event loop (its pool and connections with it)."""
     for cache in caches:
-        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
         await cache.aclose()
-        if client is not None:
-            await client.connection_pool.aclose()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 @pytest.fixture
@@ -557,11 +545,6 @@ async def test_256_tasks_on_256_cold_keys_share_the_blocking_pool(
     assert len(clients) <= 50 + 2  # the pool, the channel, this client
 
 
-@pytest.mark.xfail(
-    reason="redis_tier.AsyncRedisTier.aclose() does not close the pool it passed to the client "
-    "(redis-py leaves a given pool open unless told otherwise): connections stay open",
-    strict=True,
-)
 async def test_aclose_releases_every_connection(redis_url: str, client: redis.Redis) -> None:
     cache = tc.Cache(redis_url)
     before = len(client.client_list())

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,10 +16,6 @@ from helpers.redis_server import RedisServer
 
 MakeCache = Callable[..., tc.Cache]
 WAIT = 10.0
-
-# A failed async read leaks a redis-py Pipeline that still holds a connection (a Redis-tier bug,
-# see the xfail test at the end); its __del__ warns whenever the garbage collector finds it.
-pytestmark = pytest.mark.filterwarnings("ignore:Unclosed client session:ResourceWarning")
 
 
 class FakeClock:
@@ -63,24 +57,13 @@ async def amake(caplog: pytest.LogCaptureFixture) -> AsyncIterator[MakeCache]:
         return cache
 
     yield factory
-    caplog.get_records("call").clear()  # they hold the errors, and through them the pipelines
     await close_all(made)
 
 
 async def close_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache, then clean up what the Redis tier leaks today (both reported,
-    see the xfail tests): the pool ``aclose()`` leaves open, and pipelines dropped after a failed
-    ``SCRIPT EXISTS`` that still hold a connection. Otherwise their ResourceWarnings would fail
-    whichever test runs next."""
-    loop = asyncio.get_running_loop()
+    """``aclose()`` each cache on the test's event loop (its pool and connections with it)."""
     for cache in caches:
-        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
         await cache.aclose()
-        if client is not None:
-            await client.connection_pool.aclose()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
@@ -289,12 +272,6 @@ def test_blackholed_redis_with_on_error_raise_times_out(
         load("cold")
 
 
-@pytest.mark.xfail(
-    reason="redis_tier.AsyncRedisTier.read: when the pipeline's SCRIPT EXISTS fails, redis-py's "
-    "async Pipeline keeps the connection (immediate_execute_command) and never returns it to "
-    "the pool; `async with client.pipeline(...)` would reset it",
-    strict=True,
-)
 async def test_async_failures_return_their_connections_to_the_pool(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

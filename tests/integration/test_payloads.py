@@ -233,11 +233,6 @@ async def test_async_read_of_a_bad_payload_recomputes(
     await pool.aclose()  # AsyncRedisTier.aclose() leaves it open (see test_engine_redis's xfail)
 
 
-@pytest.mark.xfail(
-    reason="codecs: an unsigned envelope carries no payload length or checksum, so a JSON "
-    "number cut at a digit still parses (12345 -> 1234) and its intact stamp makes it a hit",
-    strict=True,
-)
 def test_an_unsigned_payload_truncated_at_a_digit_is_a_miss(
     make: Callable[..., tc.Cache], client: redis.Redis
 ) -> None:

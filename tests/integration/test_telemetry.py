@@ -486,8 +486,15 @@ def test_every_attribute_is_allow_listed_and_carries_no_user_data(
 # --- no SDK -----------------------------------------------------------------------------------
 
 
+def test_without_an_sdk_the_default_runs_no_telemetry(redis_url: str) -> None:
+    # the global providers are the API's proxies: the default (telemetry=None) adds no middleware
+    with tc.Cache(redis_url) as cache:
+        assert not cache.engine.chain
+        assert cache.engine.run == cache.engine._run_plain
+
+
 def test_without_an_sdk_the_telemetry_is_a_no_op(redis_url: str) -> None:
-    with tc.Cache(redis_url) as cache:  # the global providers: the API's no-op proxies
+    with tc.Cache(redis_url, telemetry=True) as cache:  # the API's no-op proxies
         assert isinstance(cache.engine.chain.middleware[0], Telemetry)
 
         @cache.cached
