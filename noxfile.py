@@ -47,4 +47,4 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     session.install("-e", ".", "mkdocs")
-    session.run("mkdocs", "build", "--strict", "--site-dir", "docs/_build")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")

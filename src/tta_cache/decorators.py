@@ -184,10 +184,10 @@ class Spec(Generic[R]):
         )
 
 
-_EXACT = frozenset({str, type(None), bytes})
 # Equal values of different types hash alike (``1 == True == 1.0 == Decimal(1)``), so they would
 # take turns in one ``(token, vals)`` slot. Only one type of each such group may own the slot:
 # ``int`` owns the integral numbers, ``float`` the others; the rest use their Redis key.
+_EXACT = frozenset({str, type(None), bytes})
 _OWNERS = frozenset({int, str, bytes, type(None), uuid.UUID, dt.date})
 
 
@@ -210,12 +210,14 @@ def local_identity(
     values of different types (``1``, ``True``, ``1.0``) would share it, so entries whose
     arguments are not all ``str``/``bytes``/``None`` record their types and a hit compares them,
     and only arguments whose type owns their value's slot (see ``_OWNERS``) use it at all.
+    Text is not type-checked on a hit (it would cost a third of the hit): an argument of a
+    ``str`` subclass equal to a plain string (a str-mixin Enum member) shares the string's L1
+    entry, as ``==`` says it should; their Redis keys still differ.
     Others (``True``, ``1.0``, ``Decimal``, aware datetimes, containers, objects) could share it
     or hide a difference deeper down: they use the Redis key itself (an exact, typed encoding)
     as their L1 key.
     """
-    kinds = set(map(type, vals))
-    if kinds <= _EXACT:
+    if set(map(type, vals)) <= _EXACT:
         return (token, vals), None
     if all(map(_owns_slot, vals)):
         return (token, vals), tuple(map(type, vals))
@@ -248,17 +250,15 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     reuse = spec.pure_templates
 
     def slow(vals: tuple[Any, ...]) -> tuple[Any, Call]:
+        memo = (vals, tuple(map(type, vals)))  # typed: an equal value of another type misses
         try:
-            call = calls[vals]
+            call = calls[memo]
         except (KeyError, TypeError):
             call = spec.call(vals, token, tag_key)
             if reuse and call.local_key is not call.key:
                 if len(calls) >= 4096:
                     calls.clear()
-                calls[vals] = call
-        else:
-            if call.local_types is not None and call.local_types != tuple(map(type, vals)):
-                call = spec.call(vals, token, tag_key)
+                calls[memo] = call
         if not l1:
             return _MISSING, call
         return lookup(call.local_key, call.local_types), call
