@@ -59,6 +59,7 @@ Flow = Generator[Step, Any, T]
 
 COMPUTE: Step = ("compute", ())
 _MISSING: Any = object()
+_READ_FAILED: Any = Read(None, None)  # a caller's own read failed: the flow stays off Redis
 
 
 @dataclass(slots=True)
@@ -358,6 +359,7 @@ class Engine:
         flight: Flight | None,
         wait: LeaseWait | None = None,
         refresh_of: float | None = None,
+        prefetched: Read | None = None,
     ) -> Flow[Loaded]:
         """Read-through after an L1 miss: L2, then the function, then fill both tiers.
 
@@ -384,14 +386,19 @@ class Engine:
             flight.stamp = stamp
         lease = wait.lease if wait is not None else None
         granted = False
-        usable = self._redis_usable()
+        if prefetched is _READ_FAILED:  # the caller's read already paid Redis's timeout
+            usable = False
+        else:
+            usable = prefetched is not None or self._redis_usable()
         if usable:
             self.ensure_channel()
             epoch = versions.epoch
             tag_keys = () if stamp is not None else call.tag_keys
             read: Read | None = None
             try:
-                if wait is None:
+                if prefetched is not None:
+                    read = prefetched
+                elif wait is None:
                     read = yield ("read", (call.key, tag_keys), call)
                 else:
                     force = refresh or wait.force
@@ -858,9 +865,98 @@ class Engine:
 
     # ------------------------------------------------------------------ single-flight + load
 
+    def _hit(self, call: Call, raw: bytes | None, stamp: Stamp) -> Any:
+        """An L2 hit served on the fast path (fresh, stamp current), else ``_MISSING``."""
+        if raw is None:
+            return _MISSING
+        entry = self._decode(raw, call.type_hint)
+        if entry is None or entry.stamp != stamp or self.versions.blocked(stamp):
+            return _MISSING
+        now = self.clock()
+        fr = call.freshness
+        rnd = 1.0 - self.rng.random()
+        verdict = judge(
+            now,
+            entry.fresh_until,
+            entry.fresh_until + fr.stale_ttl,
+            entry.compute_time,
+            fr.beta,
+            rnd,
+        )
+        if verdict is not Verdict.FRESH:
+            return _MISSING  # stale, early refresh or gone: the full flow decides
+        self.stats.redis_hit()
+        gen = self.versions.gen
+        if not self.versions.behind(stamp):
+            self._local_put(call, entry.value, stamp, entry.fresh_until, gen)
+        return entry.value
+
+    def _peek_local(self, call: Call) -> Any:
+        """The valid L1 value of ``call`` or ``_MISSING``, without counting a hit or a miss."""
+        if not self.local.maxsize:
+            return _MISSING
+        with self.local.lock:
+            try:
+                entry = self.local.data.get(call.local_key)
+            except TypeError:
+                return _MISSING
+            if (
+                entry is not None
+                and entry.types == call.local_types
+                and entry.expires > self.clock()
+                and self.versions.valid(entry.stamp)
+            ):
+                return entry.value
+        return _MISSING
+
+    def _fast_read(self, call: Call) -> tuple[Any, Read | None]:
+        """The plain L2 read, outside any flow: one GET when the tag map is current, no lease and
+        no middleware. Returns (value or ``_MISSING``, the read for the flow to go on with)."""
+        if self.chain or call.lock or self.redis is None:
+            return _MISSING, None
+        stamp = self.versions.snapshot(call.tags)
+        if stamp is None or call.key in self._queued_keys or not self._redis_usable():
+            return _MISSING, None
+        self.ensure_channel()
+        started = time.perf_counter()
+        try:
+            raw = self.redis.get(call.key)
+        except BackendError as exc:
+            self._fail(exc, call.on_error, "read")
+            return _MISSING, _READ_FAILED
+        self.stats.redis_op(time.perf_counter() - started)
+        self._redis_ok()
+        value = self._hit(call, raw, stamp)
+        return value, (Read(raw, None) if value is _MISSING else None)
+
+    async def _afast_read(self, call: Call) -> tuple[Any, Read | None]:
+        """:meth:`_fast_read` with the asyncio client."""
+        if self.chain or call.lock or self.aredis is None:
+            return _MISSING, None
+        stamp = self.versions.snapshot(call.tags)
+        if stamp is None or call.key in self._queued_keys or not self._redis_usable():
+            return _MISSING, None
+        self.ensure_channel()
+        started = time.perf_counter()
+        try:
+            raw = await self.aredis.get(call.key)
+        except BackendError as exc:
+            self._fail(exc, call.on_error, "read")
+            return _MISSING, _READ_FAILED
+        self.stats.redis_op(time.perf_counter() - started)
+        self._redis_ok()
+        value = self._hit(call, raw, stamp)
+        return value, (Read(raw, None) if value is _MISSING else None)
+
     def load(self, call: Call, compute: Callable[[], Any]) -> Any:
         """Sync read-through with single-flight: concurrent misses of one key compute once."""
         started = time.perf_counter()
+        read = None
+        if not self._joinable(self._flights.get(call.key)):  # nobody to join: read first
+            value, read = self._fast_read(call)
+            if value is not _MISSING:
+                self.stats.slow(time.perf_counter() - started)
+                return value
         flights = self._flights
         with self._flight_lock:
             flight = flights.get(call.key)
@@ -876,8 +972,19 @@ class Engine:
             if done.is_set() and isinstance(flight.error, Exception):
                 raise flight.error
             flight = Flight()  # the leader was cancelled or is too slow: compute ourselves
+        if read is not None:  # read before the flight: a leader that just finished filled L1
+            value = self._peek_local(call)
+            if value is not _MISSING:
+                with self._flight_lock:
+                    if flights.get(call.key) is flight:
+                        del flights[call.key]
+                    done = flight.done
+                flight.result = value
+                if done is not None:
+                    done.set()
+                return value
         try:
-            result = self._lead(call, flight, compute)
+            result = self._lead(call, flight, compute, read)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -900,6 +1007,14 @@ class Engine:
         flights = self._aflights.get(loop)
         if flights is None:
             flights = self._aflights.setdefault(loop, {})
+        read = None
+        if not self._joinable(flights.get(call.key)):  # nobody to join: read first
+            value, read = await self._afast_read(call)
+            if value is not _MISSING:
+                self.stats.slow(time.perf_counter() - started)
+                return value
+            if read is not None and (value := self._peek_local(call)) is not _MISSING:
+                return value  # a leader filled it while we read
         flight = flights.get(call.key)
         if flight is not None and flight.future is not None and self._joinable(flight):
             try:
@@ -916,7 +1031,7 @@ class Engine:
         assert future is not None
         flights[call.key] = flight
         try:
-            result = await self._alead(call, flight, compute)
+            result = await self._alead(call, flight, compute, read)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 future.set_exception(exc)
@@ -941,11 +1056,13 @@ class Engine:
     # The flow decides; these only wait: for another process's lease (a fill notice or a pause),
     # for a computation bounded by its timeout, for a background refresh up to soft_timeout.
 
-    def _lead(self, call: Call, flight: Flight, compute: Callable[[], Any]) -> Any:
+    def _lead(
+        self, call: Call, flight: Flight, compute: Callable[[], Any], read: Read | None = None
+    ) -> Any:
         bounded = self._bounded(call, compute)
         wait = self._lease_wait_for(call)
         if wait is None:
-            loaded = self.run(self.load_flow(call, flight), bounded)
+            loaded = self.run(self.load_flow(call, flight, prefetched=read), bounded)
         else:
             woke = threading.Event()
             self._watch(call.key, woke.set)
@@ -968,12 +1085,16 @@ class Engine:
         return self._served(loaded)
 
     async def _alead(
-        self, call: Call, flight: Flight, compute: Callable[[], Awaitable[Any]]
+        self,
+        call: Call,
+        flight: Flight,
+        compute: Callable[[], Awaitable[Any]],
+        read: Read | None = None,
     ) -> Any:
         bounded = self._abounded(call, compute)
         wait = self._lease_wait_for(call)
         if wait is None:
-            loaded = await self.arun(self.load_flow(call, flight), bounded)
+            loaded = await self.arun(self.load_flow(call, flight, prefetched=read), bounded)
         else:
             loop = asyncio.get_running_loop()
             woke = asyncio.Event()
