@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 import tta_cache as tc
-from tta_cache.engine import Call, Engine
+from tta_cache.engine import Call
 from tta_cache.middleware import (
     BaseMiddleware,
     Chain,
@@ -201,12 +201,27 @@ async def test_async_steps_use_acall_and_plain_callables_pass_the_awaitable_on()
 # --- the drivers ------------------------------------------------------------------------------
 
 
-def test_without_middleware_the_drivers_run_no_chain() -> None:
+def test_without_middleware_the_drivers_build_no_operation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+    real = Operation.of
+
+    def spy(*args: Any, **kwargs: Any) -> Operation:
+        built.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Operation, "of", spy)
     with tc.Cache(telemetry=False) as plain, tc.Cache(middleware=[Recorder()]) as chained:
-        assert plain.engine.run.__func__ is Engine._run_plain  # type: ignore[attr-defined]
-        assert plain.engine.arun.__func__ is Engine._arun_plain  # type: ignore[attr-defined]
-        assert chained.engine.run.__func__ is Engine._run_chained  # type: ignore[attr-defined]
-        assert chained.engine.arun.__func__ is Engine._arun_chained  # type: ignore[attr-defined]
+        for cache in (plain, chained):
+
+            @cache.cached
+            def load(key: str) -> str:
+                return key
+
+            assert load("k") == "k"
+        assert not plain.engine.chain
+        assert built == ["compute"]  # the chained cache's computation only
 
 
 def test_a_computation_runs_through_the_chain_and_l1_hits_do_not(

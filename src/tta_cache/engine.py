@@ -726,66 +726,78 @@ class Engine:
     # ------------------------------------------------------------------ drivers
 
     def use(self, middleware: Iterable[Middleware]) -> None:
-        """Run every step through ``middleware`` (the first is outermost). The drivers are chosen
-        here, once: with no middleware, :meth:`run` and :meth:`arun` run no chain at all."""
+        """Run every step through ``middleware`` (the first is outermost); with none, the drivers
+        build no :class:`Operation` and run no chain."""
         self.chain = Chain(middleware)
-        if self.chain:
-            self.run = self._run_chained  # type: ignore[method-assign]
-            self.arun = self._arun_chained  # type: ignore[method-assign]
-        else:
-            self.run = self._run_plain  # type: ignore[method-assign]
-            self.arun = self._arun_plain  # type: ignore[method-assign]
 
-    def _run_plain(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
-        """Drive a flow with the sync Redis client."""
+    def run(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
+        """Drive a flow with the sync Redis client (through the middleware chain, if any)."""
         tier = self.redis
+        chain = self.chain.call if self.chain else None
+        token = FLOW_STATE.set({}) if chain is not None else None
         send: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(send) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            error = None
-            method, args = step[0], step[1]
-            try:
-                if method == "compute":
-                    assert compute is not None
-                    send = compute()
-                else:
-                    started = time.perf_counter()
-                    send = getattr(tier, method)(*args)
-                    self.stats.redis_op(time.perf_counter() - started)
-            except BaseException as exc:
-                error = exc
+        try:
+            while True:
+                try:
+                    step = flow.send(send) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                error = None
+                method, args = step[0], step[1]
+                try:
+                    if method == "compute":
+                        assert compute is not None
+                        step_call = compute
+                    else:
+                        step_call = functools.partial(self._timed, getattr(tier, method), args)
+                    if chain is None:
+                        send = step_call()
+                    else:
+                        op = self._operation(step, is_async=False)
+                        send = chain(op, step_call)
+                except BaseException as exc:
+                    error = exc
+        finally:
+            if token is not None:
+                FLOW_STATE.reset(token)
 
-    async def _arun_plain(
-        self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None
-    ) -> T:
+    async def arun(self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
         """Drive a flow with the asyncio Redis client of the running loop."""
         tier = self.aredis
+        chain = self.chain.acall if self.chain else None
+        token = FLOW_STATE.set({}) if chain is not None else None
         send: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(send) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            error = None
-            method, args = step[0], step[1]
-            try:
-                if method == "compute":
-                    assert compute is not None
-                    send = await compute()
-                else:
-                    started = time.perf_counter()
-                    send = await getattr(tier, method)(*args)
-                    self.stats.redis_op(time.perf_counter() - started)
-            except BaseException as exc:
-                error = exc
+        try:
+            while True:
+                try:
+                    step = flow.send(send) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                error = None
+                method, args = step[0], step[1]
+                try:
+                    if method == "compute":
+                        assert compute is not None
+                        step_call = compute
+                    else:
+                        step_call = functools.partial(self._atimed, getattr(tier, method), args)
+                    if chain is None:
+                        send = await step_call()
+                    else:
+                        send = await chain(self._operation(step, is_async=True), step_call)
+                except BaseException as exc:
+                    error = exc
+        finally:
+            if token is not None:
+                # ValueError: a coroutine abandoned mid-flow is closed by the GC outside its context
+                with contextlib.suppress(ValueError):
+                    FLOW_STATE.reset(token)
 
-    run = _run_plain
-    arun = _arun_plain
+    def _operation(self, step: Step, *, is_async: bool) -> Operation:
+        call = step[2] if len(step) > 2 else None
+        return Operation.of(step[0], step[1], call, namespace=self.namespace, is_async=is_async)
 
     def _timed(self, redis_op: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         started = time.perf_counter()
@@ -798,70 +810,6 @@ class Engine:
         result = await redis_op(*args)
         self.stats.redis_op(time.perf_counter() - started)
         return result
-
-    def _run_chained(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
-        """:meth:`run` with middleware: each step goes through the chain as an Operation."""
-        tier = self.redis
-        chain = self.chain.call
-        namespace = self.namespace
-        token = FLOW_STATE.set({})
-        send: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(send) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                error = None
-                method, args = step[0], step[1]
-                call = step[2] if len(step) > 2 else None
-                op = Operation.of(method, args, call, namespace=namespace, is_async=False)
-                try:
-                    if method == "compute":
-                        assert compute is not None
-                        send = chain(op, compute)
-                    else:
-                        redis_op = getattr(tier, method)
-                        send = chain(op, functools.partial(self._timed, redis_op, args))
-                except BaseException as exc:
-                    error = exc
-        finally:
-            FLOW_STATE.reset(token)
-
-    async def _arun_chained(
-        self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None
-    ) -> T:
-        """:meth:`arun` with middleware: each step goes through the chain as an Operation."""
-        tier = self.aredis
-        chain = self.chain.acall
-        namespace = self.namespace
-        token = FLOW_STATE.set({})
-        send: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(send) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                error = None
-                method, args = step[0], step[1]
-                call = step[2] if len(step) > 2 else None
-                op = Operation.of(method, args, call, namespace=namespace, is_async=True)
-                try:
-                    if method == "compute":
-                        assert compute is not None
-                        send = await chain(op, compute)
-                    else:
-                        redis_op = getattr(tier, method)
-                        send = await chain(op, functools.partial(self._atimed, redis_op, args))
-                except BaseException as exc:
-                    error = exc
-        finally:
-            # ValueError: a coroutine abandoned mid-flow is closed by the GC outside its context
-            with contextlib.suppress(ValueError):
-                FLOW_STATE.reset(token)
 
     # ------------------------------------------------------------------ single-flight + load
 
@@ -909,44 +857,49 @@ class Engine:
                 return entry.value
         return _MISSING
 
-    def _fast_read(self, call: Call) -> tuple[Any, Read | None]:
-        """The plain L2 read, outside any flow: one GET when the tag map is current, no lease and
-        no middleware. Returns (value or ``_MISSING``, the read for the flow to go on with)."""
+    def _fast_stamp(self, call: Call) -> Stamp | None:
+        """The stamp a plain L2 read can be checked against, or None when the full flow must
+        read: a lease, middleware, versions this process does not know, or Redis unusable."""
         if self.chain or call.lock or self.redis is None:
-            return _MISSING, None
+            return None
         stamp = self.versions.snapshot(call.tags)
         if stamp is None or call.key in self._queued_keys or not self._redis_usable():
-            return _MISSING, None
+            return None
         self.ensure_channel()
-        started = time.perf_counter()
-        try:
-            raw = self.redis.get(call.key)
-        except BackendError as exc:
-            self._fail(exc, call.on_error, "read")
-            return _MISSING, _READ_FAILED
+        return stamp
+
+    def _fast_done(self, call: Call, raw: bytes | None, stamp: Stamp, started: float) -> Any:
         self.stats.redis_op(time.perf_counter() - started)
         self._redis_ok()
         value = self._hit(call, raw, stamp)
         return value, (Read(raw, None) if value is _MISSING else None)
 
-    async def _afast_read(self, call: Call) -> tuple[Any, Read | None]:
-        """:meth:`_fast_read` with the asyncio client."""
-        if self.chain or call.lock or self.aredis is None:
+    def _fast_read(self, call: Call) -> tuple[Any, Read | None]:
+        """The plain L2 read, outside any flow: one GET. Returns (the value or ``_MISSING``, the
+        read for the flow to go on with: the flow does not read again)."""
+        stamp = self._fast_stamp(call)
+        if stamp is None:
             return _MISSING, None
-        stamp = self.versions.snapshot(call.tags)
-        if stamp is None or call.key in self._queued_keys or not self._redis_usable():
-            return _MISSING, None
-        self.ensure_channel()
         started = time.perf_counter()
         try:
-            raw = await self.aredis.get(call.key)
+            raw = self.redis.get(call.key)  # type: ignore[union-attr]
         except BackendError as exc:
             self._fail(exc, call.on_error, "read")
             return _MISSING, _READ_FAILED
-        self.stats.redis_op(time.perf_counter() - started)
-        self._redis_ok()
-        value = self._hit(call, raw, stamp)
-        return value, (Read(raw, None) if value is _MISSING else None)
+        return self._fast_done(call, raw, stamp, started)  # type: ignore[no-any-return]
+
+    async def _afast_read(self, call: Call) -> tuple[Any, Read | None]:
+        """:meth:`_fast_read` with the asyncio client."""
+        stamp = self._fast_stamp(call)
+        if stamp is None:
+            return _MISSING, None
+        started = time.perf_counter()
+        try:
+            raw = await self.aredis.get(call.key)  # type: ignore[union-attr]
+        except BackendError as exc:
+            self._fail(exc, call.on_error, "read")
+            return _MISSING, _READ_FAILED
+        return self._fast_done(call, raw, stamp, started)  # type: ignore[no-any-return]
 
     def load(self, call: Call, compute: Callable[[], Any]) -> Any:
         """Sync read-through with single-flight: concurrent misses of one key compute once."""
