@@ -13,20 +13,13 @@ import tta_cache as tc
 from tta_cache.exceptions import BackendTimeout, ConfigurationError
 from tta_cache.health import ConnectionStats, HealthMonitor
 from tta_cache.policy import BreakerState
+from tta_cache.testing import FakeClock
 
 WAIT = 10.0
 
 
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_connection_stats_count_connects_failures_and_reconnections() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     stats = ConnectionStats(clock)
     assert stats.snapshot()["state"] == "unknown"
     stats.up()
@@ -54,7 +47,7 @@ def test_connection_stats_count_connects_failures_and_reconnections() -> None:
 
 
 def test_connection_stats_keep_the_breakers_state_changes() -> None:
-    stats = ConnectionStats(FakeClock())
+    stats = ConnectionStats(FakeClock(100.0))
     assert stats.breaker_history() == []
     stats.breaker_moved(BreakerState.CLOSED, BreakerState.OPEN)
     stats.breaker_moved(BreakerState.OPEN, BreakerState.HALF_OPEN)
@@ -64,7 +57,7 @@ def test_connection_stats_keep_the_breakers_state_changes() -> None:
 
 
 def test_connection_stats_keep_only_recent_transitions() -> None:
-    stats = ConnectionStats(FakeClock(), history=4)
+    stats = ConnectionStats(FakeClock(100.0), history=4)
     for _ in range(10):
         stats.down("boom")
         stats.up()

@@ -21,21 +21,9 @@ from tta_cache.policy import (
     redis_ttl_ms,
     retry_due,
 )
+from tta_cache.testing import FakeClock
 
 JUST_BELOW_ONE = math.nextafter(1.0, 0.0)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- Freshness ---------------------------------------------------------------------------------
@@ -352,14 +340,14 @@ def test_breaker_rejects_settings_that_cannot_work(kwargs: dict[str, float]) -> 
 
 
 def test_breaker_starts_closed_and_allows() -> None:
-    breaker = make_breaker(FakeClock())
+    breaker = make_breaker(FakeClock(1000.0))
     assert breaker.state is BreakerState.CLOSED
     assert breaker.allow()
     assert (breaker.transitions, breaker.opened_count) == (0, 0)
 
 
 def test_breaker_opens_after_threshold_failures_within_the_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     breaker.record_failure()
     clock.advance(4.0)
@@ -373,7 +361,7 @@ def test_breaker_opens_after_threshold_failures_within_the_window() -> None:
 
 
 def test_breaker_stays_closed_when_failures_are_spread_beyond_the_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     for _ in range(10):
         breaker.record_failure()
@@ -383,7 +371,7 @@ def test_breaker_stays_closed_when_failures_are_spread_beyond_the_window() -> No
 
 
 def test_breaker_skips_calls_while_open_then_half_opens_after_reset_timeout() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)  # opened at the third failure; the clock is 1 s past it
     clock.advance(3.5)
@@ -396,7 +384,7 @@ def test_breaker_skips_calls_while_open_then_half_opens_after_reset_timeout() ->
 
 
 def test_half_open_lets_exactly_one_probe_through() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     clock.advance(10.0)
@@ -404,7 +392,7 @@ def test_half_open_lets_exactly_one_probe_through() -> None:
 
 
 def test_a_probe_that_never_reports_is_replaced_after_reset_timeout() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     clock.advance(10.0)
@@ -416,7 +404,7 @@ def test_a_probe_that_never_reports_is_replaced_after_reset_timeout() -> None:
 
 
 def test_a_successful_probe_closes_the_breaker() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     clock.advance(4.0)  # the reset timeout: the failures that opened it are still in the window
@@ -431,7 +419,7 @@ def test_a_successful_probe_closes_the_breaker() -> None:
 
 
 def test_a_failed_probe_reopens_the_breaker_for_another_reset_timeout() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     clock.advance(10.0)
@@ -447,7 +435,7 @@ def test_a_failed_probe_reopens_the_breaker_for_another_reset_timeout() -> None:
 
 
 def test_late_reports_while_open_change_nothing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     breaker.record_success()
@@ -458,7 +446,7 @@ def test_late_reports_while_open_change_nothing() -> None:
 
 
 def test_on_change_sees_every_transition_as_old_new() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     changes: list[tuple[BreakerState, BreakerState]] = []
     breaker = make_breaker(clock, changes)
     open_breaker(breaker, clock)
@@ -481,7 +469,7 @@ def test_on_change_sees_every_transition_as_old_new() -> None:
 
 def test_breaker_is_thread_safe_under_concurrent_failures() -> None:
     changes: list[tuple[BreakerState, BreakerState]] = []
-    breaker = make_breaker(FakeClock(), changes)
+    breaker = make_breaker(FakeClock(1000.0), changes)
     start = threading.Barrier(16)
 
     def fail_many() -> None:
@@ -501,7 +489,7 @@ def test_breaker_is_thread_safe_under_concurrent_failures() -> None:
 
 
 def test_half_open_admits_one_probe_among_concurrent_callers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     breaker = make_breaker(clock)
     open_breaker(breaker, clock)
     clock.advance(10.0)

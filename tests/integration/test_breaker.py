@@ -19,22 +19,12 @@ import pytest
 
 import tta_cache as tc
 from helpers.proxy import TcpProxy
+from tta_cache.testing import FakeClock
 
 WAIT = 10.0
 OP_TIMEOUT = 0.25  # the default
 THRESHOLD = 3
 RESET = 5.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def redis_attempts(cache: tc.Cache) -> int:

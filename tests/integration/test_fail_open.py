@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,24 +12,10 @@ import pytest
 import tta_cache as tc
 from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisServer
+from tta_cache.testing import FakeClock
 
 MakeCache = Callable[..., tc.Cache]
 WAIT = 10.0
-
-
-class FakeClock:
-    """A clock the test moves, for the circuit breaker (no test waits out a reset timeout)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
 
 
 @pytest.fixture
@@ -203,7 +188,7 @@ async def test_on_error_raise_for_async_functions(amake: MakeCache, own_redis: R
 def test_caching_through_redis_resumes_after_a_restart(
     make: MakeCache, own_redis: RedisServer
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cache = make(own_redis.url, breaker=tc.CircuitBreaker(clock=clock))
     load, _calls = counting(cache)
     assert load("warm") == "value of warm"

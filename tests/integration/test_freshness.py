@@ -21,20 +21,10 @@ import pytest
 import tta_cache as tc
 from tta_cache.exceptions import ComputeTimeout
 from tta_cache.policy import Freshness, Verdict, expiries, judge
+from tta_cache.testing import FakeClock
 
 WAIT = 10.0
 TTL, STALE = 10.0, 20.0  # fresh for 10 s, then served stale for 20 s more
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Source:
