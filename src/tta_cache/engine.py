@@ -1191,8 +1191,11 @@ class Engine:
         left = wait.until - now
         if left <= 0:
             if not wait.last_look:
+                # A grace before the last look: our deadline and Redis's PX expiry are read on
+                # different clocks, and a look a moment too early still sees the dead holder,
+                # sending this waiter to compute beside the one that takes over.
                 wait.last_look = True
-                return 0.0
+                return max(0.01, self.lock_timeout / 20)
             self._count(lease_timeouts=1)
             return None
         wait.polls += 1
