@@ -389,10 +389,13 @@ class RedisTier(_Base[Any]):
             if self.cluster:
                 raw = self.client.get(key)
                 return Read(raw, self.versions(tag_keys))
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            self._versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-            raw, versions = pipe.execute()
+            ttl = self._tag_ttl()
+
+            def build(pipe: Any) -> None:
+                pipe.get(key)
+                pipe.evalsha(self._versions.sha, len(tag_keys), *tag_keys, ttl)
+
+            raw, versions = self._pipeline(build)
             return Read(raw, tuple(map(int, versions)))
 
     def lease_read(self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool) -> Read:
@@ -410,12 +413,31 @@ class RedisTier(_Base[Any]):
             if not tag_keys:
                 raw, granted, holder = _lease_reply(self._lease(keys=keys, args=args))
                 return Read(raw, None, granted, holder)
-            pipe = self.client.pipeline(transaction=False)
-            self._lease(keys=keys, args=args, client=pipe)
-            self._versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-            reply, versions = pipe.execute()
+            ttl = self._tag_ttl()
+
+            def build(pipe: Any) -> None:
+                pipe.evalsha(self._lease.sha, len(keys), *keys, *args)
+                pipe.evalsha(self._versions.sha, len(tag_keys), *tag_keys, ttl)
+
+            reply, versions = self._pipeline(build)
             raw, granted, holder = _lease_reply(reply)
             return Read(raw, tuple(map(int, versions)), granted, holder)
+
+    def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run a pipeline that calls scripts by EVALSHA. redis-py's own script objects would send
+        SCRIPT EXISTS first, a round trip more on every call; a script Redis lost (restart,
+        SCRIPT FLUSH) is loaded and the pipeline run again."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._versions, self._lease):
+                    self.client.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _lease_apart(
         self, key: str, lease: Lease, force: bool
@@ -555,11 +577,13 @@ class AsyncRedisTier(_Base[Any]):
             if self.cluster:
                 raw = await client.get(key)
                 return Read(raw, await self.versions(tag_keys))
-            # ``async with``: a failing pipeline is reset, so its connection goes back to the pool
-            async with client.pipeline(transaction=False) as pipe:
+            ttl = self._tag_ttl()
+
+            def build(pipe: Any) -> None:
                 pipe.get(key)
-                await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-                raw, versions = await pipe.execute()
+                pipe.evalsha(client._tta_versions.sha, len(tag_keys), *tag_keys, ttl)
+
+            raw, versions = await self._pipeline(client, build)
             return Read(raw, tuple(map(int, versions)))
 
     async def lease_read(
@@ -578,10 +602,13 @@ class AsyncRedisTier(_Base[Any]):
             if not tag_keys:
                 raw, granted, holder = _lease_reply(await client._tta_lease(keys=keys, args=args))
                 return Read(raw, None, granted, holder)
-            async with client.pipeline(transaction=False) as pipe:
-                await client._tta_lease(keys=keys, args=args, client=pipe)
-                await client._tta_versions(keys=list(tag_keys), args=[self._tag_ttl()], client=pipe)
-                reply, versions = await pipe.execute()
+            ttl = self._tag_ttl()
+
+            def build(pipe: Any) -> None:
+                pipe.evalsha(client._tta_lease.sha, len(keys), *keys, *args)
+                pipe.evalsha(client._tta_versions.sha, len(tag_keys), *tag_keys, ttl)
+
+            reply, versions = await self._pipeline(client, build)
             raw, granted, holder = _lease_reply(reply)
             return Read(raw, tuple(map(int, versions)), granted, holder)
 
@@ -609,6 +636,22 @@ class AsyncRedisTier(_Base[Any]):
                 await client._tta_fill(keys=[lease.key], args=release)
             else:
                 await client._tta_fill(keys=[lease.key, key], args=[*release, payload, px])
+
+    @staticmethod
+    async def _pipeline(client: Any, build: Callable[[Any], None]) -> list[Any]:
+        """:meth:`RedisTier._pipeline`; ``async with`` resets a failed pipeline, so its
+        connection goes back to the pool."""
+        for attempt in (1, 2):
+            async with client.pipeline(transaction=False) as pipe:
+                build(pipe)
+                try:
+                    return list(await pipe.execute())
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+            for script in (client._tta_versions, client._tta_lease):
+                await client.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
         client = self.client
