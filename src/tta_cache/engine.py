@@ -833,10 +833,10 @@ class Engine:
         )
         if verdict is not Verdict.FRESH:
             return _MISSING  # stale, early refresh or gone: the full flow decides
-        self.stats.redis_hit()
-        gen = self.versions.gen
-        if not self.versions.behind(stamp):
-            self._local_put(call, entry.value, stamp, entry.fresh_until, gen)
+        if self.local.maxsize:
+            gen = self.versions.gen
+            if not self.versions.behind(stamp):
+                self._local_put(call, entry.value, stamp, entry.fresh_until, gen)
         return entry.value
 
     def _peek_local(self, call: Call) -> Any:
@@ -869,10 +869,14 @@ class Engine:
         return stamp
 
     def _fast_done(self, call: Call, raw: bytes | None, stamp: Stamp, started: float) -> Any:
-        self.stats.redis_op(time.perf_counter() - started)
+        took = time.perf_counter() - started
         self._redis_ok()
         value = self._hit(call, raw, stamp)
-        return value, (Read(raw, None) if value is _MISSING else None)
+        if value is _MISSING:
+            self.stats.redis_op(took)
+            return value, Read(raw, None)
+        self.stats.fast_hit(took, time.perf_counter() - started)
+        return value, None
 
     def _fast_read(self, call: Call) -> tuple[Any, Read | None]:
         """The plain L2 read, outside any flow: one GET. Returns (the value or ``_MISSING``, the
@@ -908,7 +912,6 @@ class Engine:
         if not self._joinable(self._flights.get(call.key)):  # nobody to join: read first
             value, read = self._fast_read(call)
             if value is not _MISSING:
-                self.stats.slow(time.perf_counter() - started)
                 return value
         flights = self._flights
         with self._flight_lock:
@@ -964,7 +967,6 @@ class Engine:
         if not self._joinable(flights.get(call.key)):  # nobody to join: read first
             value, read = await self._afast_read(call)
             if value is not _MISSING:
-                self.stats.slow(time.perf_counter() - started)
                 return value
             if read is not None and (value := self._peek_local(call)) is not _MISSING:
                 return value  # a leader filled it while we read
