@@ -126,6 +126,14 @@ class Spec(Generic[R]):
         self.prefix = f"{namespace}:{kind}:"
         self.session_hash = session
         self.is_async = inspect.iscoroutinefunction(func)
+        # Renderers by argument position (the common case: plain parameter names in templates).
+        renderers = [t.by_position(self.names) for t in self.tag_templates]
+        self._positional = (
+            tuple(r for r in renderers if r is not None)
+            if all(r is not None for r in renderers)
+            else None
+        )
+        self._session_at = self.names.index("session_id") if self.session_hash else None
         self.pure_templates = not any(
             callable(t.source) for t in (*self.tag_templates, self.key_template) if t is not None
         )
@@ -150,6 +158,12 @@ class Spec(Generic[R]):
         bound.apply_defaults()
         return dict(bound.arguments)
 
+    def _key_by_position(self, vals: tuple[Any, ...]) -> str:
+        argpart = encode_args(vals, self.names)
+        if self._session_at is not None:
+            return f"{self.prefix}{hash_tag(vals[self._session_at])}:{self.function}:{argpart}"
+        return f"{self.prefix}{self.function}:{argpart}"
+
     def redis_key(self, vals: tuple[Any, ...], arguments: typing.Mapping[str, Any]) -> str:
         if self.key_template is not None:
             argpart = self.key_template.render(arguments)
@@ -162,10 +176,18 @@ class Spec(Generic[R]):
 
     def call(self, vals: tuple[Any, ...], token: object, tag_key: Callable[[str], str]) -> Call:
         """The engine's view of one call; ``token`` is this function's identity in L1."""
-        arguments = dict(zip(self.names, vals, strict=True))
-        tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
+        if (
+            self._positional is not None
+            and self.key_template is None
+            and len(vals) == len(self.names)
+        ):
+            tags = (NAMESPACE_TAG, *(render(vals) for render in self._positional))
+            key = self._key_by_position(vals)
+        else:
+            arguments = dict(zip(self.names, vals, strict=True))
+            tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
+            key = self.redis_key(vals, arguments)
         tags = tuple(dict.fromkeys(tags))
-        key = self.redis_key(vals, arguments)
         local_key, local_types = local_identity(token, vals, key)
         return Call(
             key=key,

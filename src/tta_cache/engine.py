@@ -479,28 +479,15 @@ class Engine:
             self._refresh_failed(call, exc)
             return Loaded()
         took = time.perf_counter() - started
-        self.stats.computed(took)
-        if call.key in self._failed_at:  # it works again
-            with self._counts_lock:
-                self._failed_at.pop(call.key, None)
         if refresh:
             self._count(refreshes=1)
-        if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
-            return Loaded(value)
-        gen = versions.gen
-        if versions.behind(stamp) or (flight is not None and flight.doomed):
-            self.stats.add(skipped_stale_fills=1)  # invalidated while computing (I3)
+        staged = self._stage_fill(call, stamp, value, took, flight, usable=usable)
+        if staged is False:
             if granted:  # not written, but waiters must read again (and compute)
                 yield from self._release(call, lease)
             return Loaded(value)
-        written = self.clock()
-        fresh_until, hard_until = expiries(written, call.freshness, self.rng.random())
-        self._local_put(call, value, stamp, fresh_until, gen)
-        if usable and self._redis_usable():
-            payload = self.codec.encode(
-                value, stamp=stamp, created=written, fresh_until=fresh_until, compute_time=took
-            )
-            px = redis_ttl_ms(written, hard_until)
+        if staged is not True:
+            payload, px = staged
             try:
                 if granted:
                     notice = Message.for_fills(self.origin, (call.key,))
@@ -512,6 +499,95 @@ class Engine:
             except BackendError as exc:
                 self._fail(exc, call.on_error, "fill")
         return Loaded(value)
+
+    def _stage_fill(
+        self,
+        call: Call,
+        stamp: Stamp | None,
+        value: Any,
+        took: float,
+        flight: Flight | None,
+        *,
+        usable: bool,
+    ) -> tuple[bytes, int] | bool:
+        """After a computation: count it, fill L1, and encode the Redis fill.
+
+        False: not cached (versions unknowable while Redis is down, or invalidated while
+        computing: I3); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
+        """
+        self.stats.computed(took)
+        if call.key in self._failed_at:  # it works again
+            with self._counts_lock:
+                self._failed_at.pop(call.key, None)
+        if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
+            return False
+        versions = self.versions
+        gen = versions.gen
+        if versions.behind(stamp) or (flight is not None and flight.doomed):
+            self.stats.add(skipped_stale_fills=1)  # invalidated while computing (I3)
+            return False
+        written = self.clock()
+        fresh_until, hard_until = expiries(written, call.freshness, self.rng.random())
+        self._local_put(call, value, stamp, fresh_until, gen)
+        if not (usable and self._redis_usable()):
+            return True
+        payload = self.codec.encode(
+            value, stamp=stamp, created=written, fresh_until=fresh_until, compute_time=took
+        )
+        return payload, redis_ttl_ms(written, hard_until)
+
+    def _plain_miss_stamp(self, call: Call, flight: Flight, read: Read | None) -> Stamp | None:
+        """The stamp for a miss the shells may compute and fill without the flow: the fast read
+        missed (no entry at all), no lease, no middleware, versions known. Else None."""
+        if read is None or read is _READ_FAILED or read.raw is not None or call.lock or self.chain:
+            return None
+        stamp = self.versions.snapshot(call.tags)
+        if stamp is not None:
+            flight.stamp = stamp
+            self.stats.redis_miss()
+            self.stats.miss()
+        return stamp
+
+    def _plain_miss(
+        self, call: Call, flight: Flight, stamp: Stamp, compute: Callable[[], Any]
+    ) -> Any:
+        started = time.perf_counter()
+        value = compute()
+        staged = self._stage_fill(
+            call, stamp, value, time.perf_counter() - started, flight, usable=True
+        )
+        if isinstance(staged, tuple):
+            self._write_fill(call, staged)
+        return value
+
+    def _write_fill(self, call: Call, staged: tuple[bytes, int]) -> None:
+        started = time.perf_counter()
+        try:
+            self.redis.write(call.key, *staged)  # type: ignore[union-attr]
+        except BackendError as exc:
+            self._fail(exc, call.on_error, "fill")
+            return
+        self.stats.redis_op(time.perf_counter() - started)
+        self._redis_ok()
+
+    async def _aplain_miss(
+        self, call: Call, flight: Flight, stamp: Stamp, compute: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        started = time.perf_counter()
+        value = await compute()
+        staged = self._stage_fill(
+            call, stamp, value, time.perf_counter() - started, flight, usable=True
+        )
+        if isinstance(staged, tuple):
+            write_started = time.perf_counter()
+            try:
+                await self.aredis.write(call.key, *staged)  # type: ignore[union-attr]
+            except BackendError as exc:
+                self._fail(exc, call.on_error, "fill")
+                return value
+            self.stats.redis_op(time.perf_counter() - write_started)
+            self._redis_ok()
+        return value
 
     def _release(self, call: Call, lease: Lease | None) -> Flow[None]:
         """Give a lease back unfilled and wake its waiters (in every process)."""
@@ -1017,6 +1093,9 @@ class Engine:
         bounded = self._bounded(call, compute)
         wait = self._lease_wait_for(call)
         if wait is None:
+            stamp = self._plain_miss_stamp(call, flight, read)
+            if stamp is not None:  # nothing in Redis at all: compute and fill, no flow needed
+                return self._plain_miss(call, flight, stamp, bounded)
             loaded = self.run(self.load_flow(call, flight, prefetched=read), bounded)
         else:
             woke = threading.Event()
@@ -1049,6 +1128,9 @@ class Engine:
         bounded = self._abounded(call, compute)
         wait = self._lease_wait_for(call)
         if wait is None:
+            stamp = self._plain_miss_stamp(call, flight, read)
+            if stamp is not None:
+                return await self._aplain_miss(call, flight, stamp, bounded)
             loaded = await self.arun(self.load_flow(call, flight, prefetched=read), bounded)
         else:
             loop = asyncio.get_running_loop()
