@@ -57,7 +57,6 @@ Stamp = tuple[tuple[str, int], ...]
 Step = tuple[str, tuple[Any, ...]] | tuple[str, tuple[Any, ...], "Call | None"]
 Flow = Generator[Step, Any, T]
 
-COMPUTE: Step = ("compute", ())
 _MISSING: Any = object()
 _READ_FAILED: Any = Read(None, None)  # a caller's own read failed: the flow stays off Redis
 
