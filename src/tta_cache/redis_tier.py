@@ -735,5 +735,10 @@ class AsyncRedisTier(_Base[Any]):
             client = self._clients.pop(loop, None)
             if client is not None:
                 with contextlib.suppress(Exception):
-                    # the pool was made here and handed to the client, which leaves it open
-                    await client.aclose(close_connection_pool=True)
+                    if self.cluster:  # a cluster client owns its node pools
+                        await client.aclose()
+                    else:  # the pool was made here and handed over: the client leaves it open
+                        await client.aclose(close_connection_pool=True)
+                    manager = getattr(client.connection_pool, "sentinel_manager", None)
+                    for sentinel in getattr(manager, "sentinels", ()):  # the discovery clients
+                        await sentinel.aclose()

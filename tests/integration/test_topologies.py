@@ -1,0 +1,84 @@
+"""The cache over Redis Cluster and Sentinel: caching, raw access and cross-cache invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+import tta_cache as tc
+
+WAIT = 10.0
+
+
+def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def topology_url(request: pytest.FixtureRequest) -> str:
+    name = "redis_cluster_url" if request.param == "cluster" else "redis_sentinel_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+def test_a_multi_tag_invalidation_reaches_another_cache(topology_url: str) -> None:
+    # Regression: in a cluster each tag key is bumped by its own script, which must publish its
+    # own tag; a message listing every tag with one version left the other tags stale elsewhere.
+    source = {"s1": "v1"}
+    namespace = f"topo{time.monotonic_ns() % 10**9}"
+    with (
+        tc.Cache(topology_url, namespace=namespace, op_timeout=2.0) as writer,
+        tc.Cache(topology_url, namespace=namespace, op_timeout=2.0) as reader,
+    ):
+        assert writer.wait_ready(WAIT)
+        assert reader.wait_ready(WAIT)
+
+        @reader.cached(kind="character", tags=("session:{sid}", "user:{uid}"))
+        def load(sid: str, uid: str) -> str:
+            return source[sid]
+
+        assert load("s1", "u1") == "v1"
+        assert load("s1", "u1") == "v1"  # cached: L1
+        assert reader.stats()["computations"] == 1
+        for version in ("v2", "v3"):
+            source["s1"] = version
+            writer.invalidate(user="u1", session="s1")
+            assert eventually(lambda v=version: load("s1", "u1") == v), reader.stats()
+            source["s1"] = version  # both tags moved: either one alone would also do
+            writer.invalidate(session="s1")
+            assert eventually(lambda v=version: load("s1", "u1") == v)
+
+
+def test_raw_access_and_async_calls_work(topology_url: str) -> None:
+    namespace = f"raw{time.monotonic_ns() % 10**9}"
+
+    async def scenario() -> None:
+        async with tc.Cache(topology_url, namespace=namespace, op_timeout=2.0) as cache:
+            calls = 0
+
+            @cache.cached_session
+            async def load_session(session_id: str) -> dict[str, str]:
+                nonlocal calls
+                calls += 1
+                return {"id": session_id}
+
+            assert await load_session("s9") == {"id": "s9"}
+            assert await load_session("s9") == {"id": "s9"}
+            assert calls == 1
+            await cache.aset_many({f"k{i}": i for i in range(20)}, tags=["custom:x"])
+            assert await cache.aget_many([f"k{i}" for i in range(20)] + ["absent"]) == {
+                f"k{i}": i for i in range(20)
+            }
+            await cache.ainvalidate(tags=["custom:x"])
+            assert await cache.aget("k3", "gone") == "gone"
+            assert cache.stats()["errors"] == 0
+
+    asyncio.run(scenario())
