@@ -63,9 +63,10 @@ class LocalTier:
             data = self.data
             while len(data) >= data.maxsize and key not in data:
                 self._forget(*data.popitem())
-            old = data.get(key)
-            if old is not None and old.key != entry.key:
-                self._forget(key, old)
+            if key in data:  # (``get`` of an absent key raises inside cachetools: costly)
+                old = data[key]
+                if old.key != entry.key:
+                    self._forget(key, old)
             data[key] = entry
             self.by_key.setdefault(entry.key, set()).add(key)
 
