@@ -314,9 +314,12 @@ class Engine:
         try:
             return self.codec.decode(raw, type_hint)
         except DecodeError as exc:
-            self.stats.add(decode_errors=1)
-            log.warning("tta-cache: undecodable entry counted as a miss: %s", exc)
+            self._undecodable(exc)
             return None
+
+    def _undecodable(self, exc: DecodeError) -> None:
+        self.stats.add(decode_errors=1)
+        log.warning("tta-cache: undecodable entry counted as a miss: %s", exc)
 
     # ------------------------------------------------------------------ L1
 
@@ -623,12 +626,13 @@ class Engine:
             return out
         entries: list[tuple[int, Entry]] = []
         queued = self._queued_keys
-        decode = self._decode
+        decode = self.codec.decode
         for i, raw in zip(todo, raws, strict=True):
             if raw is not None and not (queued and calls[i].key in queued):
-                entry = decode(raw, calls[i].type_hint)
-                if entry is not None:
-                    entries.append((i, entry))
+                try:
+                    entries.append((i, decode(raw, calls[i].type_hint)))
+                except DecodeError as exc:
+                    self._undecodable(exc)
         trusted = versions.current()
         known = versions._map if trusted else {}
         unknown = sorted({t for _, e in entries for t, _ in e.stamp if t not in known})

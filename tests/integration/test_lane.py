@@ -1,0 +1,181 @@
+"""The connection lane: GET, SET, MGET and the read pipeline on connections kept between uses.
+
+Each test breaks one thing the pool's checkout would otherwise have guarded: a killed connection,
+an error reply, a fork, many threads at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import tta_cache as tc
+from helpers.redis_server import RedisServer
+from tta_cache.exceptions import BackendError
+from tta_cache.redis_tier import Lane, RedisConfig, RedisTier
+
+
+@pytest.fixture
+def cache(redis_url: str) -> Iterator[tc.Cache]:
+    made = tc.Cache(redis_url, namespace="lane", local_maxsize=0)
+    yield made
+    made.close()
+
+
+def lane_of(cache: tc.Cache) -> Lane:
+    tier = cache.engine.redis
+    assert tier is not None
+    assert tier.lane is not None
+    return tier.lane
+
+
+def lane_clients(admin: redis.Redis) -> int:
+    """Connections from this process that are not the admin's own (lane and pool)."""
+    me = admin.client_id()
+    return sum(1 for c in admin.client_list() if int(c["id"]) != me and c["cmd"] != "subscribe")
+
+
+def test_hot_commands_reuse_one_connection(cache: tc.Cache, redis_server: RedisServer) -> None:
+    cache.set_many({f"k{i}": i for i in range(10)})
+    for i in range(50):
+        assert cache.get(f"k{i % 10}") == i % 10
+        assert cache.get_many(["k1", "k2", "absent"]) == {"k1": 1, "k2": 2}
+        cache.set(f"n{i}", i)
+    assert len(lane_of(cache).idle) == 1
+    with redis_server.client() as admin:
+        assert admin.info("stats")["total_connections_received"] >= 1
+        # one lane connection for everything sequential, plus at most one pooled (scripts)
+        assert lane_clients(admin) <= 2
+    usage = cache.engine.redis.pool_usage()  # type: ignore[union-attr]
+    assert usage["in_use"] == 0
+    assert usage["idle"] >= 1
+
+
+def test_killed_connection_is_replaced_without_an_error(
+    cache: tc.Cache, redis_server: RedisServer
+) -> None:
+    cache.set("k", {"v": 1})
+    assert cache.get("k") == {"v": 1}
+    with redis_server.client() as admin:
+        killed = admin.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    assert cache.get("k") == {"v": 1}
+    assert cache.get_many(["k"]) == {"k": {"v": 1}}
+    assert cache.stats()["errors"] == 0
+
+
+def test_error_reply_leaves_the_connection_in_step(
+    cache: tc.Cache, redis_server: RedisServer
+) -> None:
+    calls: list[str] = []
+
+    @cache.cached(ttl=60)
+    def load(name: str) -> str:
+        calls.append(name)
+        return name.upper()
+
+    assert load("good") == "GOOD"
+    with redis_server.client() as admin:
+        admin.rpush(load.cache_key("list"), "not", "an", "entry")
+    assert load("list") == "LIST"  # GET answered WRONGTYPE: a counted error, the function serves
+    assert cache.stats()["errors"] >= 1
+    # the same connection answers the next command with that command's reply
+    assert load("good") == "GOOD"
+    assert calls == ["good", "list"]
+    cache.set("good", "value")
+    tier = cache.engine.redis
+    assert tier is not None
+    with redis_server.client() as admin:
+        connected = admin.info("stats")["total_connections_received"]
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        tier.get(load.cache_key("list"))
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        tier.read(load.cache_key("list"), [cache.engine.tag_key("t")])  # both replies read
+    assert tier.read(cache.engine.raw_key("good"), [cache.engine.tag_key("t")]).raw is not None
+    assert tier.get(cache.engine.raw_key("good")) is not None
+    with redis_server.client() as admin:  # an error reply does not cost the connection
+        assert admin.info("stats")["total_connections_received"] == connected + 1  # the admin
+
+
+def test_many_threads_stay_within_the_pool_bound(redis_url: str, redis_server: RedisServer) -> None:
+    cache = tc.Cache(redis_url, namespace="lane", local_maxsize=0, max_connections=8)
+    try:
+        cache.set_many({f"k{i}": i for i in range(32)})
+        lane = lane_of(cache)
+        assert lane.size == 2
+        wrong: list[tuple[int, Any]] = []
+        start = threading.Barrier(32)
+
+        def reader(n: int) -> None:
+            start.wait()
+            for _ in range(200):
+                got = cache.get(f"k{n}")
+                if got != n:
+                    wrong.append((n, got))
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
+        assert cache.stats()["errors"] == 0
+        assert len(lane.idle) <= lane.size
+        with redis_server.client() as admin:
+            assert lane_clients(admin) <= 8
+        usage = cache.engine.redis.pool_usage()  # type: ignore[union-attr]
+        assert usage["in_use"] == 0
+        assert usage["idle"] <= usage["max"] == 8
+    finally:
+        cache.close()
+
+
+def test_small_pools_have_no_lane(redis_url: str) -> None:
+    tier = RedisTier(RedisConfig.from_url(redis_url, max_connections=3), lambda: 60)
+    try:
+        assert tier.lane is None
+        tier.write("x", b"payload", 1000)
+        assert tier.get("x") == b"payload"
+    finally:
+        tier.close()
+
+
+def _child_reads(url: str, key: str, want: bytes, conn: Any) -> None:
+    tier = _FORKED[0]
+    bad = sum(1 for _ in range(300) if tier.get(key) != want)
+    conn.send((bad, len(tier.lane.idle) if tier.lane else -1))
+    conn.close()
+
+
+_FORKED: list[RedisTier] = []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_does_not_share_the_parents_connections(redis_url: str) -> None:
+    tier = RedisTier(RedisConfig.from_url(redis_url), lambda: 60)
+    _FORKED[:] = [tier]
+    try:
+        tier.write("a", b"A" * 100, 60_000)
+        tier.write("b", b"B" * 100, 60_000)
+        assert tier.get("a") == b"A" * 100  # the lane now holds a connection
+        assert tier.lane is not None
+        assert len(tier.lane.idle) == 1
+        ctx = multiprocessing.get_context("fork")
+        parent_end, child_end = ctx.Pipe()
+        child = ctx.Process(target=_child_reads, args=(redis_url, "b", b"B" * 100, child_end))
+        child.start()
+        # Both processes read at once: a shared socket would hand one side the other's replies.
+        bad = sum(1 for _ in range(300) if tier.get("a") != b"A" * 100)
+        child.join(30)
+        assert child.exitcode == 0
+        child_bad, _ = parent_end.recv()
+        assert (bad, child_bad) == (0, 0)
+    finally:
+        _FORKED.clear()
+        tier.close()
