@@ -135,16 +135,17 @@ def _raise_first(replies: Iterable[Any]) -> None:
             raise reply
 
 
-def _pool_usage(pools: Iterable[Any], lane: Lane | None = None) -> dict[str, int]:
+def _pool_usage(
+    pools: Iterable[Any], lanes: Iterable[Lane | AsyncLane | None] = ()
+) -> dict[str, int]:
     in_use = idle = most = 0
     for pool in pools:
         counts = pool.get_connection_count()  # [(idle, attributes), (in use, attributes)]
         idle += counts[0][0]
         in_use += counts[1][0]
         most += pool.max_connections
-    if lane is not None:  # borrowed from the pool, idle here
-        resting = len(lane.idle)
-        idle, in_use = idle + resting, max(0, in_use - resting)
+    resting = sum(len(lane.idle) for lane in lanes if lane is not None)  # borrowed, idle here
+    idle, in_use = idle + resting, max(0, in_use - resting)
     return {"in_use": in_use, "idle": idle, "available": max(0, most - in_use), "max": most}
 
 
@@ -412,6 +413,60 @@ class Lane:
         self.idle = []
 
 
+class AsyncLane:
+    """:class:`Lane` for one event loop's ``redis.asyncio`` client (its connections are bound to
+    that loop). A task cancelled mid-command leaves its connection disconnected by redis-py and
+    handed back to the pool."""
+
+    __slots__ = ("idle", "pool", "size")
+
+    def __init__(self, pool: Any, size: int) -> None:
+        self.pool = pool
+        self.size = size
+        self.idle: list[Any] = []
+
+    async def _take(self) -> Any:
+        try:
+            return self.idle.pop()
+        except IndexError:
+            return await self.pool.get_connection()
+
+    async def _give(self, conn: Any) -> None:
+        if len(self.idle) < self.size:
+            self.idle.append(conn)
+        else:
+            await self.pool.release(conn)
+
+    async def _drop(self, conn: Any) -> None:
+        await conn.disconnect()
+        await self.pool.release(conn)
+
+    async def call(self, *args: Any) -> Any:
+        """One command's reply (see :meth:`Lane.call`)."""
+        for attempt in (1, 2):
+            conn = await self._take()
+            try:
+                await conn.send_packed_command(conn.pack_command(*args))
+                reply = await conn.read_response()
+            except redis.ResponseError:
+                await self._give(conn)
+                raise
+            except BaseException as exc:
+                await self._drop(conn)
+                if attempt == 2 or not isinstance(exc, redis.ConnectionError):
+                    raise
+                continue
+            await self._give(conn)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+
+
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
 
@@ -657,7 +712,7 @@ class RedisTier(_Base[Any]):
             pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
         else:
             pools = [self.client.connection_pool]
-        return _pool_usage(pools, self.lane)
+        return _pool_usage(pools, [self.lane])
 
     def execute(self, op: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` with errors translated (maintenance and tooling)."""
@@ -696,12 +751,18 @@ class AsyncRedisTier(_Base[Any]):
             client._tta_bump = client.register_script(BUMP_LUA)
             client._tta_lease = client.register_script(LEASE_READ_LUA)
             client._tta_fill = client.register_script(FILL_LUA)
+            size = min(8, self.cfg.max_connections // 4)
+            lane = None if self.cluster or not size else AsyncLane(client.connection_pool, size)
+            client._tta_lane = lane
             self._clients[loop] = client
         return client
 
     async def get(self, key: str) -> bytes | None:
+        client = self.client
         with translated("GET"):
-            return await self.client.get(key)  # type: ignore[no-any-return]
+            if client._tta_lane is not None:
+                return await client._tta_lane.call("GET", key)  # type: ignore[no-any-return]
+            return await client.get(key)  # type: ignore[no-any-return]
 
     async def read(self, key: str, tag_keys: Sequence[str]) -> Read:
         client = self.client
@@ -798,14 +859,20 @@ class AsyncRedisTier(_Base[Any]):
             return tuple(map(int, await client._tta_versions(keys=list(tag_keys), args=[ttl])))
 
     async def write(self, key: str, payload: bytes, px: int) -> None:
+        client = self.client
         with translated("SET"):
-            await self.client.set(key, payload, px=px)
+            if client._tta_lane is not None:
+                await client._tta_lane.call("SET", key, payload, "PX", px)
+            else:
+                await client.set(key, payload, px=px)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         client = self.client
         with translated("MGET"):
             if self.cluster:
                 return list(await client.mget_nonatomic(keys))
+            if client._tta_lane is not None:
+                return await client._tta_lane.call("MGET", *keys)  # type: ignore[no-any-return]
             return list(await client.mget(keys))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
@@ -856,7 +923,7 @@ class AsyncRedisTier(_Base[Any]):
         """Connections of the clients of every live event loop (see :meth:`RedisTier.pool_usage`);
         Cluster clients are not counted."""
         clients = [] if self.cluster else list(self._clients.values())
-        return _pool_usage(c.connection_pool for c in clients)
+        return _pool_usage((c.connection_pool for c in clients), (c._tta_lane for c in clients))
 
     async def execute(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         with translated(op):
@@ -869,6 +936,8 @@ class AsyncRedisTier(_Base[Any]):
             client = self._clients.pop(loop, None)
             if client is not None:
                 with contextlib.suppress(Exception):
+                    if client._tta_lane is not None:
+                        await client._tta_lane.close()
                     if self.cluster:  # a cluster client owns its node pools
                         await client.aclose()
                     else:  # the pool was made here and handed over: the client leaves it open

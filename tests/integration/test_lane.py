@@ -6,6 +6,7 @@ an error reply, a fork, many threads at once.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import threading
@@ -179,3 +180,62 @@ def test_forked_child_does_not_share_the_parents_connections(redis_url: str) -> 
     finally:
         _FORKED.clear()
         tier.close()
+
+
+# ---------------------------------------------------------------------- asyncio
+
+
+async def test_async_commands_share_one_kept_connection(redis_url: str) -> None:
+    from tta_cache.redis_tier import AsyncRedisTier
+
+    tier = AsyncRedisTier(RedisConfig.from_url(redis_url), lambda: 60)
+    try:
+        for i in range(20):
+            await tier.write(f"k{i}", str(i).encode(), 60_000)
+        assert [await tier.get(f"k{i}") for i in range(20)] == [str(i).encode() for i in range(20)]
+        assert await tier.get_many(["k1", "nope", "k2"]) == [b"1", None, b"2"]
+        lane = tier.client._tta_lane
+        assert len(lane.idle) == 1
+        # many tasks at once: each gets its own reply, the lane keeps at most its size
+        got = await asyncio.gather(*(tier.get(f"k{i % 20}") for i in range(200)))
+        assert got == [str(i % 20).encode() for i in range(200)]
+        assert 1 <= len(lane.idle) <= lane.size
+    finally:
+        await tier.aclose()
+
+
+async def test_async_killed_connection_is_replaced(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    from tta_cache.redis_tier import AsyncRedisTier
+
+    tier = AsyncRedisTier(RedisConfig.from_url(redis_url), lambda: 60)
+    try:
+        await tier.write("k", b"v", 60_000)
+        assert await tier.get("k") == b"v"
+        with redis_server.client() as admin:
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert await tier.get("k") == b"v"
+    finally:
+        await tier.aclose()
+
+
+async def test_async_cancelled_read_does_not_leave_a_reply_behind(own_redis: RedisServer) -> None:
+    from tta_cache.redis_tier import AsyncRedisTier
+
+    tier = AsyncRedisTier(RedisConfig.from_url(own_redis.url, op_timeout=5.0), lambda: 60)
+    try:
+        await tier.write("a", b"A", 60_000)
+        await tier.write("b", b"B", 60_000)
+        assert await tier.get("a") == b"A"
+        own_redis.pause(0.3)
+        stuck = asyncio.ensure_future(tier.get("a"))
+        await asyncio.sleep(0.1)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        await asyncio.sleep(0.3)  # resumed: the reply to the cancelled GET arrives somewhere
+        assert [await tier.get("b") for _ in range(5)] == [b"B"] * 5
+    finally:
+        own_redis.resume()
+        await tier.aclose()
