@@ -550,9 +550,9 @@ class RedisTier(_Base[Any]):
             return self.client.get(key)  # type: ignore[no-any-return]
 
     def read(self, key: str, tag_keys: Sequence[str]) -> Read:
+        if not tag_keys:
+            return Read(self.get(key), None)
         with translated("GET"):
-            if not tag_keys:
-                return Read(self.client.get(key), None)
             if self.cluster:
                 raw = self.client.get(key)
                 return Read(raw, self.versions(tag_keys))
@@ -765,10 +765,10 @@ class AsyncRedisTier(_Base[Any]):
             return await client.get(key)  # type: ignore[no-any-return]
 
     async def read(self, key: str, tag_keys: Sequence[str]) -> Read:
+        if not tag_keys:
+            return Read(await self.get(key), None)
         client = self.client
         with translated("GET"):
-            if not tag_keys:
-                return Read(await client.get(key), None)
             if self.cluster:
                 raw = await client.get(key)
                 return Read(raw, await self.versions(tag_keys))
