@@ -339,12 +339,14 @@ class Lane:
     forked child starts with an empty lane (it must not share its parent's sockets).
     """
 
-    __slots__ = ("__weakref__", "idle", "pool", "size")
+    __slots__ = ("__weakref__", "idle", "owns", "pool", "size")
 
     def __init__(self, pool: Any, size: int) -> None:
         self.pool = pool
         self.size = size
         self.idle: list[Any] = []
+        # Sentinel: a connection to a master that is no longer the master goes back to the pool
+        self.owns: Callable[[Any], bool] = getattr(pool, "owns_connection", bool)
         _LANES.add(self)
 
     def _take(self) -> Any:
@@ -354,7 +356,7 @@ class Lane:
             return self.pool.get_connection()
 
     def _give(self, conn: Any) -> None:
-        if len(self.idle) < self.size:
+        if len(self.idle) < self.size and self.owns(conn):
             self.idle.append(conn)
         else:
             self.pool.release(conn)
@@ -418,12 +420,19 @@ class AsyncLane:
     that loop). A task cancelled mid-command leaves its connection disconnected by redis-py and
     handed back to the pool."""
 
-    __slots__ = ("idle", "pool", "size")
+    __slots__ = ("idle", "owns", "pool", "size")
 
     def __init__(self, pool: Any, size: int) -> None:
         self.pool = pool
         self.size = size
         self.idle: list[Any] = []
+        self.owns: Callable[[Any], bool] = bool
+        if hasattr(pool, "is_master"):  # Sentinel (its own owns_connection fails in redis.asyncio)
+
+            def owns(conn: Any) -> bool:
+                return not pool.is_master or pool.master_address == (conn.host, conn.port)
+
+            self.owns = owns
 
     async def _take(self) -> Any:
         try:
@@ -432,7 +441,7 @@ class AsyncLane:
             return await self.pool.get_connection()
 
     async def _give(self, conn: Any) -> None:
-        if len(self.idle) < self.size:
+        if len(self.idle) < self.size and self.owns(conn):
             self.idle.append(conn)
         else:
             await self.pool.release(conn)
