@@ -34,7 +34,16 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against floors measured in the same run; prints ns/op and ratios."""
-    session.install("-e", ".[test,fast]", "cachetools")
+    session.install(
+        "-e",
+        ".[test,fast]",
+        "cachetools",
+        "cashews",
+        "aiocache",
+        "dogpile.cache",
+        "django-redis",
+        "django",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -1,11 +1,12 @@
 """Run every benchmark and print one summary table: ``python -m benchmarks [--quick] [--json P]``.
 
-``bench_core`` runs first, then ``bench_coherence.main()`` and ``bench_telemetry.main()`` when those
-modules exist and import (a note says when one is skipped). A module's ``main`` gets
-``quick=...`` if it has a ``quick`` parameter (else it is called with no arguments and a bare
-``sys.argv``); it may be ``async``. Rows it returns (:class:`benchmarks._harness.Row`, or dicts
-with ``case``, ``ours_ns``, ``floor_ns`` and optionally ``floor``, ``target``, ``round_trips``)
-join the summary. A MISS is reported; a benchmark that crashes makes the exit status 1.
+``bench_core`` runs first, then ``bench_coherence.main()``, ``bench_telemetry.main()`` and
+``bench_peers.main()`` when those modules exist and import (a note says when one is skipped).
+A module's ``main`` gets ``quick=...`` if it has a ``quick`` parameter (else it is called with no
+arguments and a bare ``sys.argv``); it may be ``async``. Rows it returns
+(:class:`benchmarks._harness.Row`, or dicts with ``case``, ``ours_ns``, ``floor_ns`` and
+optionally ``floor``, ``target``, ``round_trips``) join the summary. A MISS is reported; a
+benchmark that crashes makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from . import bench_core
 from ._harness import Row, machine, print_table, run_async, write_json
 
-OPTIONAL = ("bench_coherence", "bench_telemetry")
+OPTIONAL = ("bench_coherence", "bench_telemetry", "bench_peers")
 
 
 def _rows(result: object) -> list[Row]:
