@@ -310,7 +310,7 @@ class Subscriber:
                 self._session()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("invalidation channel lost: %s", self.last_error)
+                log.warning("channel %s lost: %s", self.channel, self.last_error)
             self._set_state(False)
             if self._stop.is_set():
                 break
@@ -380,6 +380,36 @@ class Subscriber:
         if message.sent_ns:
             self.lags.append(max(0.0, (time.time_ns() - message.sent_ns) / 1e9))
         self._on_message(message)
+
+
+class FailoverWatch(Subscriber):
+    """Hears a Sentinel announce a new master for ``service`` (``+switch-master``), on a daemon
+    thread of its own; ``on_switch(host, port)`` runs at once.
+
+    A demoted master goes on taking writes until the Sentinel reconfigures it (about 10 s with
+    Redis's default timings), and connections kept open write there meanwhile: those writes, and
+    any invalidation among them, are lost when it resyncs. ``make_client`` is called on every
+    (re)connect and may rotate over the Sentinels.
+    """
+
+    def __init__(
+        self,
+        make_client: Callable[[], Any],
+        service: str,
+        on_switch: Callable[[tuple[str, int]], None],
+    ) -> None:
+        super().__init__(make_client, "+switch-master", lambda _: None, lambda _: None)
+        self.service = service
+        self._on_switch = on_switch
+        self.switches = 0
+
+    def _handle(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        name, *rest = text.split()  # <name> <old ip> <old port> <new ip> <new port>
+        if name != self.service or len(rest) != 4:
+            return
+        self.switches += 1
+        self._on_switch((rest[2], int(rest[3])))
 
 
 def channel_figures(sub: Subscriber | None) -> dict[str, Any]:

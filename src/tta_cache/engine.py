@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .codecs import Codec, Entry
-from .coherence import Message, Subscriber, TagVersions
+from .coherence import FailoverWatch, Message, Subscriber, TagVersions
 from .exceptions import BackendError, ComputeTimeout, DecodeError
 from .health import ConnectionStats, HealthMonitor, probe
 from .keys import NAMESPACE_TAG, escape
@@ -44,7 +44,15 @@ from .policy import (
     redis_ttl_ms,
     retry_due,
 )
-from .redis_tier import AsyncRedisTier, Lease, Read, RedisConfig, RedisTier, make_sync_client
+from .redis_tier import (
+    AsyncRedisTier,
+    Lease,
+    Read,
+    RedisConfig,
+    RedisTier,
+    make_sentinel_clients,
+    make_sync_client,
+)
 from .stats import Stats
 
 __all__ = ["Call", "Engine", "Flight", "LeaseWait", "Loaded"]
@@ -165,6 +173,7 @@ class Engine:
             self.aredis = AsyncRedisTier(redis, self.tag_ttl)
         self._channel_ping_interval = channel_ping_interval
         self.subscriber: Subscriber | None = None
+        self.failover_watch: FailoverWatch | None = None
         self._sub_lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
         self._flight_lock = threading.Lock()
@@ -207,6 +216,7 @@ class Engine:
                 "refreshes",
                 "refresh_errors",
                 "compute_timeouts",
+                "failovers",
             ),
             0,
         )
@@ -245,6 +255,28 @@ class Engine:
                 )
                 sub.start()
                 self.subscriber = sub
+                if cfg.mode == "sentinel":
+                    watch = FailoverWatch(
+                        make_sentinel_clients(cfg), cfg.service_name, self._on_failover
+                    )
+                    watch.start()
+                    self.failover_watch = watch
+
+    def _on_failover(self, address: tuple[str, int]) -> None:
+        """A Sentinel named a new master (on the watch's thread). Writes made to the old one since
+        it stopped replicating are lost, invalidations included, so: drop every kept connection,
+        move the channel to the new master (a resubscribe distrusts the tag map), and bump the
+        namespace epoch there, so nothing cached before the failover is served after it."""
+        log.warning(
+            "redis master failed over to %s:%s; everything cached before is dropped", *address
+        )
+        for tier in (self.redis, self.aredis):
+            if tier is not None:
+                tier.failed_over()
+        if self.subscriber is not None:
+            self.subscriber.kick()
+        self.run(self.invalidate_flow((NAMESPACE_TAG,), (), "log"))
+        self._count(failovers=1)
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the invalidation channel is up (True) or ``timeout`` passes (False)."""
@@ -1446,6 +1478,7 @@ class Engine:
                 "running": self._refresh_running,
             },
             "compute_timeouts": c["compute_timeouts"],
+            "failovers": c["failovers"],
             "breaker": {
                 "state": breaker.state.value,
                 "transitions": breaker.transitions,
@@ -1471,8 +1504,9 @@ class Engine:
         self._closed = True
         if self.monitor is not None:
             self.monitor.stop()
-        if self.subscriber is not None:
-            self.subscriber.stop()
+        for thread in (self.subscriber, self.failover_watch):
+            if thread is not None:
+                thread.stop()
         if self.redis is not None:
             self.redis.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -287,6 +288,23 @@ def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> An
     return redis.Redis(connection_pool=pool, retry=_retry())
 
 
+def make_sentinel_clients(cfg: RedisConfig) -> Callable[[], Any]:
+    """For Sentinel URLs: a factory of clients to the Sentinels themselves, one after the other
+    on each call (to hear their announcements, see :class:`~tta_cache.coherence.FailoverWatch`)."""
+    hosts = itertools.cycle(cfg.hosts)
+
+    def make() -> Any:
+        host, port = next(hosts)
+        return redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=max(5.0, cfg.op_timeout),
+            socket_connect_timeout=cfg.connect_timeout or cfg.op_timeout,
+        )
+
+    return make
+
+
 def make_async_client(cfg: RedisConfig) -> Any:
     """A ``redis.asyncio`` client for ``cfg``; bound to the running event loop by its user."""
     common = cfg._common()
@@ -413,13 +431,14 @@ class Lane:
         if not isinstance(exc, redis.ConnectionError):
             self.pool.release(conn)
             return False
-        self._drain()
+        self.drain()
         if attempt == 1:
             return True
         self.pool.release(conn)
         return False
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Hand every kept connection back to the pool, disconnected."""
         idle, self.idle = self.idle, []
         for other in idle:
             other.disconnect()
@@ -493,14 +512,18 @@ class AsyncLane:
         if not isinstance(exc, redis.ConnectionError):
             await self.pool.release(conn)
             return False
-        idle, self.idle = self.idle, []
-        for other in idle:
-            await other.disconnect()
-            await self.pool.release(other)
+        await self.drain()
         if attempt == 1:
             return True
         await self.pool.release(conn)
         return False
+
+    async def drain(self) -> None:
+        """See :meth:`Lane.drain`."""
+        idle, self.idle = self.idle, []
+        for other in idle:
+            await other.disconnect()
+            await self.pool.release(other)
 
     async def close(self) -> None:
         idle, self.idle = self.idle, []
@@ -756,6 +779,14 @@ class RedisTier(_Base[Any]):
             pools = [self.client.connection_pool]
         return _pool_usage(pools, [self.lane])
 
+    def failed_over(self) -> None:
+        """The master moved: drop the kept and idle connections, so that the next commands
+        connect to the new one (in-flight ones finish where they are)."""
+        if self.lane is not None:
+            self.lane.drain()
+        with contextlib.suppress(Exception):
+            self.client.connection_pool.disconnect(inuse_connections=False)
+
     def execute(self, op: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` with errors translated (maintenance and tooling)."""
         with translated(op):
@@ -966,6 +997,21 @@ class AsyncRedisTier(_Base[Any]):
         Cluster clients are not counted."""
         clients = [] if self.cluster else list(self._clients.values())
         return _pool_usage((c.connection_pool for c in clients), (c._tta_lane for c in clients))
+
+    def failed_over(self) -> None:
+        """:meth:`RedisTier.failed_over` for the client of every live event loop; callable from
+        any thread (each loop drops its own connections)."""
+        for loop, client in list(self._clients.items()):
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    asyncio.run_coroutine_threadsafe(self._reconnect(client), loop)
+
+    @staticmethod
+    async def _reconnect(client: Any) -> None:
+        with contextlib.suppress(Exception):
+            if client._tta_lane is not None:
+                await client._tta_lane.drain()
+            await client.connection_pool.disconnect(inuse_connections=False)
 
     async def execute(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         with translated(op):
