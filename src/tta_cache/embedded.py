@@ -11,6 +11,7 @@ server listens on a free loopback port, persists nothing, and lives in a tempora
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -96,6 +97,7 @@ class EmbeddedRedis:
         except BaseException:
             self.stop()
             raise
+        atexit.register(self.stop)  # a program that dies of an exception leaves no server behind
         return self
 
     def _start_on_free_port(self) -> None:
@@ -157,6 +159,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Terminate the server and remove its directory."""
+        atexit.unregister(self.stop)
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()

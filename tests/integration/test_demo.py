@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -166,3 +169,20 @@ def test_histogram_quantiles_are_within_a_bucket() -> None:
     assert p50 == pytest.approx(50e-3, rel=0.03)
     assert p99 == pytest.approx(99e-3, rel=0.03)
     assert Histogram().quantile(0.5) is None
+
+
+def test_an_embedded_server_does_not_outlive_a_program_that_fails() -> None:
+    script = (
+        "from tta_cache.embedded import EmbeddedRedis\n"
+        "server = EmbeddedRedis().start()\n"
+        "print(server.port, server.directory, flush=True)\n"
+        "raise SystemExit('the program fails without stopping it')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    port, directory = done.stdout.split()
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.1", int(port)))
+    assert not os.path.exists(directory)
