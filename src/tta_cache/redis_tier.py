@@ -348,13 +348,14 @@ class Lane:
     checkout path.
 
     A pooled redis-py command pays for a blocking queue, the pool's observability counters, a
-    readiness poll (a syscall) and the retry wrapper: ~35 us a command on a 2-core VM, a third of a
-    loopback GET. The engine's hot commands (GET, SET, MGET and the read pipeline) take a
+    readiness poll (a syscall) and the retry wrapper: ~35 us a command on a 2-core VM, a quarter
+    of a loopback GET. The engine's hot commands (GET, SET, MGET and the read pipeline) take a
     connection from this short list instead. Its connections are borrowed from the pool, so the
     pool's ``max_connections`` still bounds them; at most ``size`` stay here idle, the rest go back.
-    A connection that fails is disconnected by redis-py and handed back to the pool; a broken one
-    (Redis restarted, CLIENT KILL) is retried once on another, as the client's own retry would. A
-    forked child starts with an empty lane (it must not share its parent's sockets).
+    An error reply leaves the connection clean and kept; any other failure disconnects it and
+    hands it back, except that a broken one (Redis restarted, CLIENT KILL, a failover) is
+    reconnected and the command sent once more, as the client's own retry would. A forked child
+    starts with an empty lane (it must not share its parent's sockets).
     """
 
     __slots__ = ("__weakref__", "idle", "owns", "pool", "size")
