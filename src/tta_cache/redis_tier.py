@@ -343,6 +343,10 @@ def make_async_client(cfg: RedisConfig) -> Any:
     return aredis.Redis(connection_pool=pool, retry=_aretry())
 
 
+def _packed(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
+    return conn.pack_command(*commands[0]) if len(commands) == 1 else conn.pack_commands(commands)
+
+
 class Lane:
     """Single commands and short pipelines on connections kept between uses, outside redis-py's
     checkout path.
@@ -382,23 +386,10 @@ class Lane:
 
     def call(self, *args: Any) -> Any:
         """One command's reply (redis-py's reply, without its response callbacks)."""
-        conn = self._take()
-        for attempt in (1, 2):
-            try:
-                if attempt == 2:  # connect() by name: Sentinel asks where the master is now
-                    conn.connect()
-                conn.send_packed_command(conn.pack_command(*args))
-                reply = conn.read_response()
-            except redis.ResponseError:
-                self._give(conn)  # the whole reply was read: the connection is clean
-                raise
-            except BaseException as exc:
-                if self._retry(conn, exc, attempt):
-                    continue
-                raise
-            self._give(conn)
-            return reply
-        raise AssertionError("unreachable")  # pragma: no cover
+        (reply,) = self.pipeline(args)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Replies of ``commands`` sent together; an error reply is returned in its place (every
@@ -406,9 +397,9 @@ class Lane:
         conn = self._take()
         for attempt in (1, 2):
             try:
-                if attempt == 2:
+                if attempt == 2:  # connect() by name: Sentinel asks where the master is now
                     conn.connect()
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command(_packed(conn, commands))
                 replies: list[Any] = []
                 for _ in commands:
                     try:
@@ -489,22 +480,31 @@ class AsyncLane:
 
     async def call(self, *args: Any) -> Any:
         """One command's reply (see :meth:`Lane.call`)."""
+        (reply,) = await self.pipeline(args)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    async def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """See :meth:`Lane.pipeline`."""
         conn = await self._take()
         for attempt in (1, 2):
             try:
                 if attempt == 2:
                     await conn.connect()
-                await conn.send_packed_command(conn.pack_command(*args))
-                reply = await conn.read_response()
-            except redis.ResponseError:
-                await self._give(conn)
-                raise
+                await conn.send_packed_command(_packed(conn, commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
             except BaseException as exc:
                 if await self._retry(conn, exc, attempt):
                     continue
                 raise
             await self._give(conn)
-            return reply
+            return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _retry(self, conn: Any, exc: BaseException, attempt: int) -> bool:
@@ -847,13 +847,23 @@ class AsyncRedisTier(_Base[Any]):
                 raw = await client.get(key)
                 return Read(raw, await self.versions(tag_keys))
             ttl = self._tag_ttl()
+            script = client._tta_versions
+            lane = client._tta_lane
+            if lane is not None:
+                versions = ("EVALSHA", script.sha, len(tag_keys), *tag_keys, ttl)
+                raw, found = await lane.pipeline(("GET", key), versions)
+                if isinstance(found, redis.exceptions.NoScriptError):  # lost: load, ask again
+                    await client.script_load(script.script)
+                    found = await lane.call(*versions)
+                _raise_first((raw, found))
+                return Read(raw, tuple(map(int, found)))
 
             def build(pipe: Any) -> None:
                 pipe.get(key)
-                pipe.evalsha(client._tta_versions.sha, len(tag_keys), *tag_keys, ttl)
+                pipe.evalsha(script.sha, len(tag_keys), *tag_keys, ttl)
 
-            raw, versions = await self._pipeline(client, build)
-            return Read(raw, tuple(map(int, versions)))
+            raw, found = await self._pipeline(client, build)
+            return Read(raw, tuple(map(int, found)))
 
     async def lease_read(
         self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool

@@ -10,7 +10,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ import redis
 import tta_cache as tc
 from helpers.redis_server import RedisServer
 from tta_cache.exceptions import BackendError
-from tta_cache.redis_tier import Lane, RedisConfig, RedisTier
+from tta_cache.redis_tier import AsyncRedisTier, Lane, RedisConfig, RedisTier
 
 
 @pytest.fixture
@@ -185,44 +185,39 @@ def test_forked_child_does_not_share_the_parents_connections(redis_url: str) -> 
 # ---------------------------------------------------------------------- asyncio
 
 
-async def test_async_commands_share_one_kept_connection(redis_url: str) -> None:
-    from tta_cache.redis_tier import AsyncRedisTier
-
+@pytest.fixture
+async def atier(redis_url: str) -> AsyncIterator[AsyncRedisTier]:
     tier = AsyncRedisTier(RedisConfig.from_url(redis_url), lambda: 60)
-    try:
-        for i in range(20):
-            await tier.write(f"k{i}", str(i).encode(), 60_000)
-        assert [await tier.get(f"k{i}") for i in range(20)] == [str(i).encode() for i in range(20)]
-        assert await tier.get_many(["k1", "nope", "k2"]) == [b"1", None, b"2"]
-        lane = tier.client._tta_lane
-        assert len(lane.idle) == 1
-        # many tasks at once: each gets its own reply, the lane keeps at most its size
-        got = await asyncio.gather(*(tier.get(f"k{i % 20}") for i in range(200)))
-        assert got == [str(i % 20).encode() for i in range(200)]
-        assert 1 <= len(lane.idle) <= lane.size
-    finally:
-        await tier.aclose()
+    yield tier
+    await tier.aclose()
+
+
+async def test_async_commands_share_one_kept_connection(atier: AsyncRedisTier) -> None:
+
+    for i in range(20):
+        await atier.write(f"k{i}", str(i).encode(), 60_000)
+    assert [await atier.get(f"k{i}") for i in range(20)] == [str(i).encode() for i in range(20)]
+    assert await atier.get_many(["k1", "nope", "k2"]) == [b"1", None, b"2"]
+    lane = atier.client._tta_lane
+    assert len(lane.idle) == 1
+    # many tasks at once: each gets its own reply, the lane keeps at most its size
+    got = await asyncio.gather(*(atier.get(f"k{i % 20}") for i in range(200)))
+    assert got == [str(i % 20).encode() for i in range(200)]
+    assert 1 <= len(lane.idle) <= lane.size
 
 
 async def test_async_killed_connection_is_replaced(
-    redis_url: str, redis_server: RedisServer
+    atier: AsyncRedisTier, redis_server: RedisServer
 ) -> None:
-    from tta_cache.redis_tier import AsyncRedisTier
 
-    tier = AsyncRedisTier(RedisConfig.from_url(redis_url), lambda: 60)
-    try:
-        await tier.write("k", b"v", 60_000)
-        assert await tier.get("k") == b"v"
-        with redis_server.client() as admin:
-            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
-        assert await tier.get("k") == b"v"
-    finally:
-        await tier.aclose()
+    await atier.write("k", b"v", 60_000)
+    assert await atier.get("k") == b"v"
+    with redis_server.client() as admin:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert await atier.get("k") == b"v"
 
 
 async def test_async_cancelled_read_does_not_leave_a_reply_behind(own_redis: RedisServer) -> None:
-    from tta_cache.redis_tier import AsyncRedisTier
-
     tier = AsyncRedisTier(RedisConfig.from_url(own_redis.url, op_timeout=5.0), lambda: 60)
     try:
         await tier.write("a", b"A", 60_000)
@@ -239,3 +234,26 @@ async def test_async_cancelled_read_does_not_leave_a_reply_behind(own_redis: Red
     finally:
         own_redis.resume()
         await tier.aclose()
+
+
+async def test_async_read_pipeline_survives_lost_scripts_and_error_replies(
+    atier: AsyncRedisTier, redis_server: RedisServer
+) -> None:
+
+    await atier.write("k", b"v", 60_000)
+    first = await atier.read("k", ["tag:a", "tag:b"])
+    assert first.raw == b"v"
+    assert first.versions is not None
+    assert len(first.versions) == 2
+    with redis_server.client() as admin:
+        admin.script_flush()  # as after a restart or a failover to a replica
+        admin.rpush("list", "x")
+    again = await atier.read("k", ["tag:a", "tag:b"])
+    assert (again.raw, again.versions) == (b"v", first.versions)
+    with redis_server.client() as admin:
+        connected = admin.info("stats")["total_connections_received"]
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        await atier.read("list", ["tag:a"])
+    assert (await atier.read("k", ["tag:a"])).raw == b"v"
+    with redis_server.client() as admin:  # the error reply cost no connection
+        assert admin.info("stats")["total_connections_received"] == connected + 1
