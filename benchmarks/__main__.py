@@ -1,7 +1,9 @@
 """Run every benchmark and print one summary table: ``python -m benchmarks [--quick] [--json P]``.
 
 ``bench_core`` runs first, then ``bench_coherence.main()``, ``bench_telemetry.main()`` and
-``bench_peers.main()`` when those modules exist and import (a note says when one is skipped).
+``bench_peers.main()`` when those modules exist and import (a note says when one is skipped),
+then ``race_peers.main()``, which prints which libraries serve a stale value after a stale-set
+race.
 A module's ``main`` gets ``quick=...`` if it has a ``quick`` parameter (else it is called with no
 arguments and a bare ``sys.argv``); it may be ``async``. Rows it returns
 (:class:`benchmarks._harness.Row`, or dicts with ``case``, ``ours_ns``, ``floor_ns`` and
@@ -23,7 +25,7 @@ from typing import Any
 from . import bench_core
 from ._harness import Row, machine, print_table, run_async, write_json
 
-OPTIONAL = ("bench_coherence", "bench_telemetry", "bench_peers")
+OPTIONAL = ("bench_coherence", "bench_telemetry", "bench_peers", "race_peers")
 
 
 def _rows(result: object) -> list[Row]:
