@@ -13,6 +13,7 @@ import pytest
 import redis
 
 import tta_cache as tc
+from helpers.caches import aclose_all
 
 MakeCache = Callable[..., tc.Cache]
 WAIT = 10.0  # seconds a test waits for something that should happen at once (never asserted)
@@ -45,13 +46,7 @@ async def amake(redis_url: str) -> AsyncIterator[MakeCache]:
         return cache
 
     yield factory
-    await close_all(made)
-
-
-async def close_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache on the test's event loop (its pool and connections with it)."""
-    for cache in caches:
-        await cache.aclose()
+    await aclose_all(made)
 
 
 @pytest.fixture

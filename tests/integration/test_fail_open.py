@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import tta_cache as tc
+from helpers.caches import aclose_all
 from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisServer
 from tta_cache.testing import FakeClock
@@ -42,13 +43,7 @@ async def amake(caplog: pytest.LogCaptureFixture) -> AsyncIterator[MakeCache]:
         return cache
 
     yield factory
-    await close_all(made)
-
-
-async def close_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache on the test's event loop (its pool and connections with it)."""
-    for cache in caches:
-        await cache.aclose()
+    await aclose_all(made)
 
 
 def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
@@ -277,4 +272,4 @@ async def test_async_failures_return_their_connections_to_the_pool(
         assert tier.pool_usage()["in_use"] == 0  # the lane's kept connection counts as idle
     finally:
         caplog.clear()
-        await close_all([cache])
+        await aclose_all([cache])

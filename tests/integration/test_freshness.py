@@ -8,10 +8,8 @@ step asserts the exact value served.
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 
 import tta_cache as tc
+from helpers.caches import aclose_all
 from tta_cache.exceptions import ComputeTimeout
 from tta_cache.policy import Freshness, Verdict, expiries, judge
 from tta_cache.testing import FakeClock
@@ -80,20 +79,6 @@ def make(redis_url: str, clock: FakeClock) -> Iterator[Any]:
     for cache in made:
         cache.engine.wait_refreshes(WAIT)
         cache.close()
-
-
-async def aclose_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache and the pool its async client was given, which ``aclose()`` leaves
-    open today (the xfail in test_engine_redis.py): its ResourceWarnings would fail a later test."""
-    loop = asyncio.get_running_loop()
-    for cache in caches:
-        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
-        await cache.aclose()
-        if client is not None:
-            await client.connection_pool.aclose()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def freshness(cache: tc.Cache) -> dict[str, Any]:

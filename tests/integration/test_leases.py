@@ -8,7 +8,6 @@ value carries a random token: everyone getting the same token is everyone gettin
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import multiprocessing
 import os
@@ -16,7 +15,6 @@ import secrets
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 import redis
 
 import tta_cache as tc
+from helpers.caches import aclose_all
 from tta_cache.coherence import Message
 from tta_cache.redis_tier import Lease, RedisConfig, RedisTier
 
@@ -45,20 +44,6 @@ def caches(redis_url: str) -> Iterator[list[tc.Cache]]:
     yield made
     for cache in made:
         cache.close()
-
-
-async def aclose_all(caches: list[tc.Cache]) -> None:
-    """``aclose()`` each cache and the pool its async client was given, which ``aclose()`` leaves
-    open today (the xfail in test_engine_redis.py): its ResourceWarnings would fail a later test."""
-    loop = asyncio.get_running_loop()
-    for cache in caches:
-        client = cache.engine.aredis._clients.get(loop) if cache.engine.aredis else None
-        await cache.aclose()
-        if client is not None:
-            await client.connection_pool.aclose()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 # ---------------------------------------------------------------------- the scripts
