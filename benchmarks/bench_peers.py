@@ -238,6 +238,22 @@ def aiocache(case: Case, module: ModuleType, **options: Any) -> Callable[[AsyncF
     return decorate
 
 
+def dogpile_redis_region(dogpile: ModuleType, server: Any) -> Any:
+    """A dogpile.cache region on ``server``'s Redis (pickle), entries living ``TTL`` seconds."""
+    region = dogpile.make_region()
+    region.configure(
+        "dogpile.cache.redis",
+        expiration_time=TTL,
+        arguments={
+            "host": server.host,
+            "port": server.port,
+            "db": 0,
+            "redis_expiration_time": TTL + 60,
+        },
+    )
+    return region
+
+
 def django_redis_memoize(case: Case, module: ModuleType, url: str) -> Callable[[SyncFn], SyncFn]:
     """django-redis has no function decorator: ``cache.get``, on a miss ``cache.set``."""
 
@@ -324,17 +340,7 @@ def redis_sync(peers: Peers, server: Any, admin: redis.Redis, settings: Settings
                 dogpile = peers.dogpile
 
                 def dogpile_redis(func: SyncFn) -> SyncFn:
-                    region = dogpile.make_region()
-                    region.configure(
-                        "dogpile.cache.redis",
-                        expiration_time=TTL,
-                        arguments={
-                            "host": server.host,
-                            "port": server.port,
-                            "db": 0,
-                            "redis_expiration_time": TTL + 60,
-                        },
-                    )
+                    region = dogpile_redis_region(dogpile, server)
                     case.closers.append(region.backend.writer_client.close)
                     return region.cache_on_arguments()(func)  # type: ignore[no-any-return]
 

@@ -37,7 +37,7 @@ import redis
 import tta_cache as tc
 
 from ._harness import redis_server, run_async
-from .bench_peers import TTL, Peers
+from .bench_peers import TTL, Peers, dogpile_redis_region
 
 KEY = "k"
 WAIT = 5.0  # seconds any step may wait before the scenario is abandoned
@@ -179,18 +179,7 @@ def dogpile_redis(dogpile: Any, server: Any) -> Result:
     regions = []
     try:
         for _ in range(2):
-            region = dogpile.make_region()
-            region.configure(
-                "dogpile.cache.redis",
-                expiration_time=TTL,
-                arguments={
-                    "host": server.host,
-                    "port": server.port,
-                    "db": 0,
-                    "redis_expiration_time": TTL + 60,
-                },
-            )
-            regions.append(region)
+            regions.append(dogpile_redis_region(dogpile, server))
         load, other = (region.cache_on_arguments()(body) for region in regions)
         return race.run(load, race.invalidating(load.invalidate), other)
     finally:
