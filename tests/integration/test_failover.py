@@ -104,10 +104,21 @@ class Rounds:
     followed_after: float | None = None  # seconds from the failover being seen
 
     def note(
-        self, *, probe_ok: bool, read_ok: bool, on_new: bool, on_old: bool, demoted: bool
+        self,
+        old: RedisServer,
+        new: RedisServer,
+        redis_key: str,
+        value: str,
+        *,
+        probe_ok: bool,
+        read_ok: bool,
     ) -> None:
-        """One round; "followed" needs STEADY good rounds after the old master was demoted too
-        (the demotion's CLIENT KILL must not cost an error either)."""
+        """One round, in which ``value`` was written at ``redis_key``: where it landed, checked on
+        each node. "Followed" needs STEADY good rounds after the old master was demoted too (the
+        demotion's CLIENT KILL must not cost an error either)."""
+        on_new = holds(new, redis_key, value)
+        on_old = holds(old, redis_key, value)
+        demoted = role(old) == "slave"
         self.rounds += 1
         self.probe_missed += not probe_ok
         self.misread += not read_ok
@@ -186,13 +197,7 @@ def sync_rounds(
         read_ok = cache.get("k") == value
         assert square(seen.rounds) == seen.rounds**2
         assert square(3) == 9
-        seen.note(
-            probe_ok=probe_ok,
-            read_ok=read_ok,
-            on_new=holds(new, redis_key, value),
-            on_old=holds(old, redis_key, value),
-            demoted=role(old) == "slave",
-        )
+        seen.note(old, new, redis_key, value, probe_ok=probe_ok, read_ok=read_ok)
         time.sleep(PAUSE)
     return seen
 
@@ -275,13 +280,7 @@ def test_async_cache_follows_a_sentinel_failover(servers: RedisSentinelServers) 
                 read_ok = await cache.aget("k") == value
                 assert await square(seen.rounds) == seen.rounds**2
                 assert await square(3) == 9
-                seen.note(
-                    probe_ok=probe_ok,
-                    read_ok=read_ok,
-                    on_new=holds(new, redis_key, value),
-                    on_old=holds(old, redis_key, value),
-                    demoted=role(old) == "slave",
-                )
+                seen.note(old, new, redis_key, value, probe_ok=probe_ok, read_ok=read_ok)
                 await asyncio.sleep(PAUSE)
 
             check_followed(lane, old, new, seen)
