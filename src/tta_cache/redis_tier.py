@@ -242,6 +242,23 @@ def _aretry() -> ARetry:
     return ARetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
+def _blocking_pool(flavour: Any, cfg: RedisConfig, common: dict[str, Any]) -> Any:
+    """A standalone blocking pool from ``flavour`` (``redis`` or ``redis.asyncio``): callers wait
+    up to ``pool_timeout`` for one of ``max_connections`` rather than fail at once."""
+    bounds = {"max_connections": cfg.max_connections, "timeout": cfg.pool_timeout}
+    if cfg.url.startswith("unix://"):
+        return flavour.BlockingConnectionPool.from_url(cfg.url, **bounds, **common)
+    host, port = cfg.address
+    return flavour.BlockingConnectionPool(
+        host=host,
+        port=port,
+        db=cfg.db,
+        connection_class=flavour.SSLConnection if cfg.ssl else flavour.Connection,
+        **bounds,
+        **common,
+    )
+
+
 def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> Any:
     """A redis-py client for ``cfg`` (``op_timeout`` overrides the socket timeout, for pub/sub)."""
     common = cfg._common()
@@ -270,22 +287,7 @@ def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> An
         return sentinel.master_for(  # type: ignore[no-untyped-call]
             cfg.service_name, db=cfg.db, ssl=cfg.ssl, retry=_retry(), **common
         )
-    if cfg.url.startswith("unix://"):
-        pool: Any = redis.BlockingConnectionPool.from_url(
-            cfg.url, max_connections=cfg.max_connections, timeout=cfg.pool_timeout, **common
-        )
-    else:
-        host, port = cfg.address
-        pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
-            host=host,
-            port=port,
-            db=cfg.db,
-            max_connections=cfg.max_connections,
-            timeout=cfg.pool_timeout,
-            connection_class=redis.SSLConnection if cfg.ssl else redis.Connection,
-            **common,
-        )
-    return redis.Redis(connection_pool=pool, retry=_retry())
+    return redis.Redis(connection_pool=_blocking_pool(redis, cfg, common), retry=_retry())
 
 
 def make_sentinel_clients(cfg: RedisConfig) -> Callable[[], Any]:
@@ -325,22 +327,7 @@ def make_async_client(cfg: RedisConfig) -> Any:
             sentinel_kwargs={"socket_timeout": cfg.op_timeout},
         )
         return sentinel.master_for(cfg.service_name, db=cfg.db, ssl=cfg.ssl, **common)
-    if cfg.url.startswith("unix://"):
-        pool: Any = aredis.BlockingConnectionPool.from_url(
-            cfg.url, max_connections=cfg.max_connections, timeout=cfg.pool_timeout, **common
-        )
-    else:
-        host, port = cfg.address
-        pool = aredis.BlockingConnectionPool(
-            host=host,
-            port=port,
-            db=cfg.db,
-            max_connections=cfg.max_connections,
-            timeout=cfg.pool_timeout,
-            connection_class=aredis.SSLConnection if cfg.ssl else aredis.Connection,
-            **common,
-        )
-    return aredis.Redis(connection_pool=pool, retry=_aretry())
+    return aredis.Redis(connection_pool=_blocking_pool(aredis, cfg, common), retry=_aretry())
 
 
 def _packed(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import tta_cache as tc
+from helpers.redis_server import RedisServer
 
 WAIT = 10.0
 
@@ -82,3 +84,25 @@ def test_raw_access_and_async_calls_work(topology_url: str) -> None:
             assert cache.stats()["errors"] == 0
 
     asyncio.run(scenario())
+
+
+async def test_a_unix_socket_url_serves_sync_and_async(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    with RedisServer("--unixsocket", str(sock), "--unixsocketperm", "700") as server:
+        cache = tc.Cache(f"unix://{sock}?db=0", namespace="unix")
+        try:
+
+            @cache.cached(ttl=60)
+            def square(n: int) -> int:
+                return n * n
+
+            assert [square(3), square(3)] == [9, 9]
+            cache.set("k", {"v": 1})
+            assert cache.get_many(["k"]) == {"k": {"v": 1}}
+            assert await cache.aget("k") == {"v": 1}
+            with server.client() as admin:  # the entries are in this server, reached by socket
+                assert admin.exists(cache.engine.raw_key("k")) == 1
+                assert admin.exists(square.cache_key(3)) == 1
+            assert cache.stats()["errors"] == 0
+        finally:
+            await cache.aclose()
