@@ -25,7 +25,7 @@ from .decorators import (
     invalidation_templates,
     lazy,
 )
-from .engine import _MISSING, Call, Engine
+from .engine import MISSING, Call, Engine
 from .exceptions import ConfigurationError, TemplateError
 from .health import ConnectionStats
 from .keys import NAMESPACE_TAG, check_name, tag
@@ -389,26 +389,26 @@ class Cache:
         """
         call = self._raw_call(key, type_hint=type_hint)
         value = self.engine.run(self.engine.get_flow([call], self.on_error))[0]
-        return default if value is _MISSING else value
+        return default if value is MISSING else value
 
     async def aget(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
         flow = self.engine.get_flow([self._raw_call(key, type_hint=type_hint)], self.on_error)
         value = (await self.engine.arun(flow))[0]
-        return default if value is _MISSING else value
+        return default if value is MISSING else value
 
     def get_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
         """The keys found, in one Redis round trip for those L1 does not hold."""
         keys = list(keys)
         calls = [self._raw_call(k, type_hint=type_hint) for k in keys]
         values = self.engine.run(self.engine.get_flow(calls, self.on_error))
-        return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not MISSING}
 
     async def aget_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
         keys = list(keys)
         calls = [self._raw_call(k, type_hint=type_hint) for k in keys]
         flow = self.engine.get_flow(calls, self.on_error)
         values = await self.engine.arun(flow)
-        return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not MISSING}
 
     def set(
         self,

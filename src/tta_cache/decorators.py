@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .engine import _MISSING, Call
+from .engine import MISSING, Call
 from .exceptions import TemplateError
 from .keys import NAMESPACE_TAG, Template, check_name, encode_args, escape, function_id, hash_tag
 from .policy import Freshness
@@ -282,7 +282,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                     calls.clear()
                 calls[memo] = call
         if not l1:
-            return _MISSING, call
+            return MISSING, call
         return lookup(call.local_key, call.local_types), call
 
     # The hit path: probe (token, vals); an entry is served while it has not expired, the
@@ -311,7 +311,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                                 local.hits += 1
                                 return e.value
             value, call = slow(vals)
-            if value is not _MISSING:
+            if value is not MISSING:
                 return value
             return await engine.aload(call, lambda: func(*args, **kwargs))
 
@@ -338,7 +338,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                                 local.hits += 1
                                 return e.value
             value, call = slow(vals)
-            if value is not _MISSING:
+            if value is not MISSING:
                 return value
             return engine.load(call, lambda: func(*args, **kwargs))
 

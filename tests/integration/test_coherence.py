@@ -391,7 +391,7 @@ def test_own_message_is_ignored_and_a_foreign_one_applied() -> None:
             {"o": engine.origin, "t": 1, "tags": [TAG], "v": [11]},
             {"o": engine.origin, "t": 1, "k": [key]},
         ):
-            engine._on_message(Message(data))
+            engine.link._on_message(Message(data))
         assert (engine.versions.gen, len(engine.local), engine.versions.get(TAG)) == (
             gen,
             size,
@@ -399,10 +399,10 @@ def test_own_message_is_ignored_and_a_foreign_one_applied() -> None:
         )
         assert cache.stats()["invalidations"]["received"] == 0
 
-        engine._on_message(Message({"o": "elsewhere", "t": 1, "tags": [TAG], "v": [11]}))
+        engine.link._on_message(Message({"o": "elsewhere", "t": 1, "tags": [TAG], "v": [11]}))
         assert engine.versions.gen == gen + 1
         assert cache.get("k") is None
-        engine._on_message(Message({"o": "elsewhere", "t": 1, "k": [key]}))
+        engine.link._on_message(Message({"o": "elsewhere", "t": 1, "k": [key]}))
         assert len(engine.local) == size - 1
         assert cache.stats()["invalidations"]["received"] == 2
 

@@ -504,7 +504,7 @@ def test_threads_on_one_cold_key_compute_once(make: MakeCache) -> None:
     assert entered.wait(WAIT)
     for t in threads[1:]:
         t.start()
-    assert eventually(lambda: len(cache.engine._flights) == 1)
+    assert eventually(lambda: len(cache.engine.flights.sync) == 1)
     release.set()
     for t in threads:
         t.join(WAIT)

@@ -1,0 +1,56 @@
+"""Single-flight (I5 within a process): concurrent misses of one key join one computation.
+
+Sync callers share one table guarded by ``lock``; asyncio callers have a table per event loop
+(a future belongs to its loop). Background refreshes are flights too, in ``refreshing``, so an
+invalidation dooms all three kinds at once. A flight that started before an invalidation of its
+key, or whose stamp a newer version has overtaken, is not joined (I1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Sequence
+
+from ..coherence import TagVersions
+from .call import Flight
+
+__all__ = ["Flights"]
+
+
+class Flights:
+    """The in-process computations under way, by Redis key."""
+
+    def __init__(self, versions: TagVersions) -> None:
+        self.versions = versions
+        self.lock = threading.Lock()
+        self.sync: dict[str, Flight] = {}
+        self.refreshing: dict[str, Flight] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Flight]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def of_loop(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight]:
+        """The table of ``loop``'s tasks (only they touch it: no lock)."""
+        flights = self._loops.get(loop)
+        if flights is None:
+            flights = self._loops.setdefault(loop, {})
+        return flights
+
+    def joinable(self, flight: Flight | None) -> bool:
+        # A computation that started before an invalidation must not be joined (I1).
+        return (
+            flight is not None
+            and not flight.doomed
+            and (flight.stamp is None or not self.versions.behind(flight.stamp))
+        )
+
+    def doom(self, keys: Sequence[str]) -> None:
+        """``keys`` were invalidated: no flight of them is joined, and none is cached."""
+        with self.lock:
+            for flights in (self.sync, self.refreshing, *list(self._loops.values())):
+                for k in keys:
+                    flight = flights.pop(k, None)
+                    if flight is not None:
+                        flight.doomed = True

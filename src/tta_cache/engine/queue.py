@@ -1,0 +1,91 @@
+"""I8: invalidations Redis has not taken yet, retried until it does.
+
+While an invalidation waits here its tags are *pending* in the tag map, so this process serves no
+entry it affects; an entry key waiting here is never read from Redis. The queue is bounded: on
+overflow only the namespace epoch is bumped (everything older is invalid), which one retry carries.
+The channel thread calls :meth:`InvalidationQueue.retry` on each tick while connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from ..coherence import TagVersions
+from ..exceptions import BackendError
+from ..keys import NAMESPACE_TAG
+from ..policy import backoff
+from ..stats import Stats
+
+__all__ = ["InvalidationQueue"]
+
+log = logging.getLogger("tta_cache")
+
+Deliver = Callable[[list[str], list[str]], None]  # (tags, keys): raises BackendError if not taken
+
+
+class InvalidationQueue:
+    """Tags to bump and keys to delete that Redis did not take, with their retry schedule."""
+
+    def __init__(
+        self, versions: TagVersions, stats: Stats, rng: random.Random, limit: int = 10_000
+    ) -> None:
+        self.versions = versions
+        self.stats = stats
+        self.rng = rng
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.tags: dict[str, None] = {}
+        self.keys: dict[str, None] = {}  # read without the lock (a dict lookup) by the flows
+        self.overflow = False
+        self._failures = 0
+        self._retry_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self.tags) + len(self.keys) + int(self.overflow)
+
+    def add(self, tags: Iterable[str], keys: Iterable[str]) -> None:
+        with self.lock:
+            self.tags.update(dict.fromkeys(tags))
+            self.keys.update(dict.fromkeys(keys))
+            if len(self.tags) + len(self.keys) > self.limit:
+                self.overflow = True
+                self.tags.clear()
+            self.stats.add(invalidations_queued=1)
+            self.versions.set_pending(frozenset(self.tags), overflow=self.overflow)
+
+    def retry(self, deliver: Deliver) -> None:
+        """Push what is queued through ``deliver`` if its backoff has passed."""
+        if not (self.tags or self.keys or self.overflow):
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        with self.lock:
+            tags = list(self.tags)
+            keys = list(self.keys)
+            overflow = self.overflow
+        if overflow:
+            tags = [NAMESPACE_TAG]  # too many to keep: everything older is invalid
+        try:
+            deliver(tags, keys)
+        except BackendError as exc:
+            self._failures += 1
+            pause = backoff(self._failures, base=0.05, cap=2.0, rnd=self.rng.random())
+            self._retry_at = now + pause
+            log.warning("queued invalidation not taken yet (%s); retrying", exc)
+            return
+        self._failures = 0
+        self.stats.add(invalidations_sent=int(bool(tags)) + int(bool(keys)))
+        with self.lock:
+            for t in tags:
+                self.tags.pop(t, None)
+            for k in keys:
+                self.keys.pop(k, None)
+            if overflow:
+                self.overflow = False
+            self.versions.set_pending(frozenset(self.tags), overflow=self.overflow)
+        log.info("queued invalidations delivered: %d tags, %d keys", len(tags), len(keys))
