@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import tta_cache as tc
-from tta_cache import cache as cache_module
+from tta_cache.api import default as cache_module
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 import tta_cache as tc
-from tta_cache.keys import MAX_ARGS_LEN, encode_args, escape
+from tta_cache.core.keys import MAX_ARGS_LEN, encode_args, escape
 
 # What an escaped piece of user text may contain: the safe set plus percent escapes.
 ESCAPED = re.compile(r"(?:[A-Za-z0-9_.\-@+/|~!$^&;]|%[0-9A-F]{2})*")

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tta_cache.exceptions import ConfigurationError
-from tta_cache.policy import (
+from tta_cache.core.policy import (
     BreakerState,
     CircuitBreaker,
     Freshness,

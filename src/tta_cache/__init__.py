@@ -15,12 +15,12 @@
 
 from __future__ import annotations
 
-from .cache import DEFAULT_TTL, Cache, configure, default_cache
-from .cache import module_cached as cached
-from .cache import module_cached_session as cached_session
-from .cache import module_invalidates as invalidates
+from .api import DEFAULT_TTL, AsyncCachedFunction, Cache, CachedFunction, configure, default_cache
+from .api import module_cached as cached
+from .api import module_cached_session as cached_session
+from .api import module_invalidates as invalidates
 from .codecs import Codec, Entry, Serializer, get_serializer, register_serializer
-from .decorators import AsyncCachedFunction, CachedFunction
+from .core.policy import BreakerState, CircuitBreaker, Freshness
 from .exceptions import (
     BackendError,
     BackendTimeout,
@@ -33,7 +33,6 @@ from .exceptions import (
     SerializationError,
     TemplateError,
 )
-from .policy import BreakerState, CircuitBreaker, Freshness
 
 __all__ = [
     "DEFAULT_TTL",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from .cache import Cache
+from .api import Cache
 from .exceptions import BackendError, ConfigurationError
 from .redis_tier import mask_url
 

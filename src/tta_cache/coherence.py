@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .keys import NAMESPACE_TAG
-from .policy import backoff
+from .core.keys import NAMESPACE_TAG
+from .core.policy import backoff
 
 __all__ = ["Message", "Subscriber", "TagVersions", "channel_figures"]
 

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .cache import DEFAULT_TTL, Cache
+from .api import DEFAULT_TTL, Cache
 from .embedded import EmbeddedRedis
 from .exceptions import BackendError
 from .redis_tier import RedisConfig, make_sync_client, mask_url, translated

@@ -16,12 +16,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .core.policy import BreakerState
 from .exceptions import BackendError
-from .policy import BreakerState
 from .redis_tier import mask_url
 
 if TYPE_CHECKING:
-    from .cache import Cache
+    from .api import Cache
     from .engine import Engine
 
 __all__ = ["ConnectionStats", "HealthMonitor", "check", "probe"]

@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 from .codecs import Entry
 from .coherence import Message
+from .core.keys import NAMESPACE_TAG, check_name, escape, tag
 from .exceptions import BackendError, ConfigurationError, DecodeError
-from .keys import NAMESPACE_TAG, check_name, escape, tag
 from .redis_tier import RedisTier
 
 if TYPE_CHECKING:
-    from .cache import Cache
+    from .api import Cache
 
 __all__ = [
     "SESSION_SCOPED_KINDS",

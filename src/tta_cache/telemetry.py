@@ -63,8 +63,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .core.policy import BreakerState
 from .middleware import BaseMiddleware, Next, Operation, error_type, flow_state
-from .policy import BreakerState
 from .redis_tier import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
 
 if TYPE_CHECKING:

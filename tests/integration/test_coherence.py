@@ -42,7 +42,7 @@ from helpers.procs import (
 from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisServer
 from tta_cache.coherence import Message, TagVersions
-from tta_cache.keys import NAMESPACE_TAG
+from tta_cache.core.keys import NAMESPACE_TAG
 
 pytestmark = pytest.mark.slow
 

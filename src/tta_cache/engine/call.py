@@ -14,7 +14,7 @@ from collections.abc import Generator, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..policy import Freshness
+from ..core.policy import Freshness
 from ..redis_tier import Lease, Read
 
 __all__ = [

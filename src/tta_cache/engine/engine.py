@@ -32,12 +32,12 @@ from typing import Any, TypeVar
 
 from ..codecs import Codec, Entry
 from ..coherence import Message, TagVersions
+from ..core.keys import NAMESPACE_TAG, escape
+from ..core.policy import BreakerState, CircuitBreaker, Freshness
 from ..exceptions import BackendError, DecodeError
 from ..health import ConnectionStats, HealthMonitor, probe
-from ..keys import NAMESPACE_TAG, escape
 from ..local import LocalTier
 from ..middleware import Chain, Middleware, Operation
-from ..policy import BreakerState, CircuitBreaker, Freshness
 from ..redis_tier import AsyncRedisTier, RedisConfig, RedisTier
 from ..stats import Stats
 from .async_driver import AsyncDriver

@@ -12,8 +12,8 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from ..core.policy import Verdict, judge
 from ..local import LocalEntry
-from ..policy import Verdict, judge
 from ..redis_tier import Read
 from .call import MISSING, Call, Stamp
 

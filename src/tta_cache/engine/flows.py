@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..codecs import Entry
 from ..coherence import Message
+from ..core.policy import Verdict, expiries, judge, redis_ttl_ms
 from ..exceptions import BackendError
-from ..policy import Verdict, expiries, judge, redis_ttl_ms
 from ..redis_tier import Lease, Read
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, LeaseWait, Loaded, Stamp
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..policy import backoff
+from ..core.policy import backoff
 from ..redis_tier import Lease
 from .call import Call, LeaseWait
 from .counters import Counters

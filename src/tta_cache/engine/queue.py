@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..coherence import TagVersions
+from ..core.keys import NAMESPACE_TAG
+from ..core.policy import backoff
 from ..exceptions import BackendError
-from ..keys import NAMESPACE_TAG
-from ..policy import backoff
 from ..stats import Stats
 
 __all__ = ["InvalidationQueue"]

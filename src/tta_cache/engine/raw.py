@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..codecs import Entry
 from ..coherence import Message
+from ..core.policy import expiries, redis_ttl_ms
 from ..exceptions import BackendError, DecodeError
-from ..policy import expiries, redis_ttl_ms
 from .call import MISSING, Call, Flow
 
 if TYPE_CHECKING:

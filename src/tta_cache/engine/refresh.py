@@ -15,7 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..policy import retry_due
+from ..core.policy import retry_due
 from .bounds import spawn
 from .call import MISSING, Call, Flight
 from .counters import Counters

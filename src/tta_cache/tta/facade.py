@@ -27,12 +27,12 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from tta_cache.cache import Cache
+from tta_cache.api import Cache
+from tta_cache.core.keys import tag
+from tta_cache.core.policy import BreakerState, CircuitBreaker
 from tta_cache.exceptions import BackendError, ConfigurationError
 from tta_cache.health import probe
-from tta_cache.keys import tag
 from tta_cache.maintenance import CacheInvalidationManager, state_key
-from tta_cache.policy import BreakerState, CircuitBreaker
 from tta_cache.redis_tier import mask_url
 
 from .models import (

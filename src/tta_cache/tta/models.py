@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from tta_cache.cache import DEFAULT_TTL
+from tta_cache.api import DEFAULT_TTL
 
 __all__ = [
     "DEFAULT_TTL",

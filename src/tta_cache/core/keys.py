@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from .exceptions import ConfigurationError, KeyEncodingError, TemplateError
+from ..exceptions import ConfigurationError, KeyEncodingError, TemplateError
 
 __all__ = [
     "MAX_ARGS_LEN",
