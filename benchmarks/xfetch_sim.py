@@ -16,7 +16,7 @@ import math
 import random
 from collections import Counter, deque
 
-from tta_cache.policy import Freshness, Verdict, expiries, judge
+from tta_cache.core.policy import Freshness, Verdict, expiries, judge
 
 
 def simulate(

@@ -1,4 +1,4 @@
-"""The TTA domain layer: the state models and the seed-compatible facade.
+"""The TTA domain layer: the state models and the seed-compatible facade (see :mod:`.facade`).
 
 The seed's usage examples run with only the import path changed::
 
@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from tta_cache.maintenance import CacheInvalidationManager, state_key
 
-from .facade import (
-    DEFAULT_REDIS_URL,
-    CacheMetrics,
-    RedisConnectionManager,
-    SessionCacheManager,
-    cache_options_from_config,
-    create_cache_system,
-    health_check_cache_system,
-)
+from .config import DEFAULT_REDIS_URL, cache_options_from_config
+from .connection import RedisConnectionManager
+from .facade import create_cache_system
+from .metrics import CacheMetrics
 from .models import (
     DEFAULT_TTL,
     MODEL_KINDS,
@@ -34,6 +29,8 @@ from .models import (
     UserPreferences,
     utcnow,
 )
+from .report import health_check_cache_system
+from .session_cache import SessionCacheManager
 
 __all__ = [
     "DEFAULT_REDIS_URL",
