@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tta_cache.exceptions import ConfigurationError
 from tta_cache.core.policy import (
     BreakerState,
     CircuitBreaker,
@@ -21,6 +20,7 @@ from tta_cache.core.policy import (
     redis_ttl_ms,
     retry_due,
 )
+from tta_cache.exceptions import ConfigurationError
 from tta_cache.testing import FakeClock
 
 JUST_BELOW_ONE = math.nextafter(1.0, 0.0)

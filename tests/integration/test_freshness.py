@@ -18,8 +18,8 @@ import pytest
 
 import tta_cache as tc
 from helpers.caches import aclose_all
-from tta_cache.exceptions import ComputeTimeout
 from tta_cache.core.policy import Freshness, Verdict, expiries, judge
+from tta_cache.exceptions import ComputeTimeout
 from tta_cache.testing import FakeClock
 
 WAIT = 10.0

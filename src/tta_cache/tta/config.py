@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from tta_cache.exceptions import ConfigurationError
 from tta_cache.core.policy import CircuitBreaker
+from tta_cache.exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_REDIS_URL", "cache_options_from_config"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from tta_cache.api import Cache
-from tta_cache.exceptions import BackendError
 from tta_cache.core.keys import tag
+from tta_cache.exceptions import BackendError
 from tta_cache.maintenance import state_key
 
 from .layout import LAYOUTS
