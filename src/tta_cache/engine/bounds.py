@@ -48,6 +48,10 @@ class Bounds:
     def __init__(self, counters: Counters, slots: int = 64) -> None:
         self.counters = counters
         self._slots = threading.BoundedSemaphore(slots)
+        self._size = slots
+
+    def forked(self) -> None:
+        self._slots = threading.BoundedSemaphore(self._size)  # the parent's threads hold some
 
     def bounded(self, call: Call, compute: Callable[[], Any]) -> Callable[[], Any]:
         """``compute`` run in a daemon thread and abandoned when it overruns."""

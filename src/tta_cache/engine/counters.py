@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from .fork import reinit
+
 __all__ = ["Counters"]
 
 NAMES = (
@@ -28,6 +30,9 @@ class Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._counts = dict.fromkeys(NAMES, 0)
+
+    def forked(self) -> None:
+        reinit(self.lock)
 
     def add(self, **deltas: int) -> None:
         with self.lock:

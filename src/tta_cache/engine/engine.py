@@ -40,6 +40,7 @@ from ..local import LocalTier
 from ..middleware import Chain, Middleware, Operation
 from ..redis_tier import AsyncRedisTier, RedisConfig, RedisTier
 from ..stats import Stats
+from . import fork
 from .async_driver import AsyncDriver
 from .bounds import Bounds
 from .call import Call, Flow, Step
@@ -84,11 +85,12 @@ class Engine:
         self.on_error = on_error
         self.lock_timeout = lock_timeout
         self.clock = clock
+        self._own_rng = rng is None
         self.rng = rng or random.Random()
         self.local = LocalTier(local_maxsize)
         self.stats = Stats()
         self.channel = f"{namespace}:invalidate"
-        self.origin = f"{os.getpid()}-{self.rng.getrandbits(40):010x}"
+        self.origin = self._new_origin()
         self.redis_cfg = redis
         self.max_hard_ttl = 86_400.0
         self.versions = TagVersions(trusted=redis is None, clock=clock)
@@ -131,6 +133,7 @@ class Engine:
         self.load = sync.load
         self.arun = asy.arun
         self.aload = asy.aload
+        fork.track(self)
 
     # ------------------------------------------------------------------ keys and TTLs
 
@@ -310,6 +313,32 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _new_origin(self) -> str:
+        """This process's id on the channel: a process skips the messages of its own origin."""
+        return f"{os.getpid()}-{self.rng.getrandbits(40):010x}"
+
+    def forked(self) -> None:
+        """Run in a forked child (see ``fork.py``): make this engine the child's own."""
+        if self._own_rng:
+            self.rng.seed()  # siblings must not draw the same jitter and XFetch numbers
+        self.origin = self._new_origin()
+        for lock in (self.local.lock, self.versions.lock, self.stats._lock, self.connection._lock):
+            fork.reinit(lock)
+        self.local.clear()
+        if self.redis_cfg is not None:
+            self.versions.distrust()  # trusted again once the child's own channel is up
+        self.monitor = None
+        for part in (
+            self.counters,
+            self.flights,
+            self.leases,
+            self.refresher,
+            self.bounds,
+            self.queue,
+            self.link,
+        ):
+            part.forked()
 
     def close(self) -> None:
         self._closed = True

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ..coherence import TagVersions
 from .call import Flight
+from .fork import reinit
 
 __all__ = ["Flights"]
 
@@ -30,6 +31,13 @@ class Flights:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Flight]] = (
             weakref.WeakKeyDictionary()
         )
+
+    def forked(self) -> None:
+        """In a forked child: no computation of the parent's threads or loops is joined."""
+        reinit(self.lock)
+        self.sync.clear()
+        self.refreshing.clear()
+        self._loops = weakref.WeakKeyDictionary()
 
     def of_loop(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight]:
         """The table of ``loop``'s tasks (only they touch it: no lock)."""

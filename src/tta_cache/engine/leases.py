@@ -18,6 +18,7 @@ from ..core.policy import backoff
 from ..redis_tier import Lease
 from .call import Call, LeaseWait
 from .counters import Counters
+from .fork import reinit
 
 __all__ = ["Leases", "lease_key"]
 
@@ -84,6 +85,10 @@ class Leases:
             self.counters.add(lease_waits=1)
         rnd = 0.5 + self.rng.random() / 2
         return min(left, backoff(wait.polls, base=0.005, cap=self.lock_timeout / 8, rnd=rnd))
+
+    def forked(self) -> None:
+        reinit(self._lock)
+        self._waiters.clear()  # their threads and loops are the parent's
 
     def watch(self, key: str, wake: Callable[[], None]) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from ..coherence import FailoverWatch, Message, Subscriber, TagVersions
 from ..redis_tier import RedisConfig, make_sentinel_clients, make_sync_client
 from ..stats import Stats
+from .fork import reinit
 
 __all__ = ["ChannelLink"]
 
@@ -57,6 +58,13 @@ class ChannelLink:
     def up(self) -> bool:
         sub = self.subscriber
         return sub is not None and sub.connected.is_set()
+
+    def forked(self) -> None:
+        """In a forked child: the parent's channel and failover threads do not exist here; the
+        child's own start on first use."""
+        reinit(self._lock)
+        self.subscriber = None
+        self.failover_watch = None
 
     def ensure(self) -> None:
         """Start the channel (once) if Redis is configured."""

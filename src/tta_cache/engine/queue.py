@@ -19,6 +19,7 @@ from ..core.keys import NAMESPACE_TAG
 from ..core.policy import backoff
 from ..exceptions import BackendError
 from ..stats import Stats
+from .fork import reinit
 
 __all__ = ["InvalidationQueue"]
 
@@ -46,6 +47,12 @@ class InvalidationQueue:
 
     def __len__(self) -> int:
         return len(self.tags) + len(self.keys) + int(self.overflow)
+
+    def forked(self) -> None:
+        """In a forked child: keep what is queued (this process must not serve it either), retry
+        it from this process's channel thread once that runs."""
+        reinit(self.lock)
+        self._retry_at = 0.0
 
     def add(self, tags: Iterable[str], keys: Iterable[str]) -> None:
         with self.lock:

@@ -20,6 +20,7 @@ from .bounds import spawn
 from .call import MISSING, Call, Flight
 from .counters import Counters
 from .flights import Flights
+from .fork import reinit
 
 __all__ = ["Refresher"]
 
@@ -47,9 +48,18 @@ class Refresher:
         self.running = 0
         self._idle = threading.Condition(flights.lock)
         self._slots = threading.BoundedSemaphore(threads)
+        self._threads = threads
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failed_at: dict[str, float] = {}  # key -> when its refresh last failed
         self._failed_lock = threading.Lock()
+
+    def forked(self) -> None:
+        """In a forked child: the parent's refresh threads and tasks are not here."""
+        reinit(self._idle)  # and with it the flights' lock it shares
+        reinit(self._failed_lock)
+        self.running = 0
+        self._slots = threading.BoundedSemaphore(self._threads)
+        self._tasks.clear()
 
     # ---------------------------------------------------------------- stale-if-error
 
