@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from .cache import DEFAULT_TTL, Cache
-from .embedded import EmbeddedRedis
 from .exceptions import BackendError
+from .operations import EmbeddedRedis
 from .redis_tier import RedisConfig, make_sync_client, mask_url, translated
 from .tta.models import (
     CharacterState,

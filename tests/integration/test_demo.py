@@ -173,7 +173,7 @@ def test_histogram_quantiles_are_within_a_bucket() -> None:
 
 def test_an_embedded_server_does_not_outlive_a_program_that_fails() -> None:
     script = (
-        "from tta_cache.embedded import EmbeddedRedis\n"
+        "from tta_cache.operations import EmbeddedRedis\n"
         "server = EmbeddedRedis().start()\n"
         "print(server.port, server.directory, flush=True)\n"
         "raise SystemExit('the program fails without stopping it')\n"

@@ -7,7 +7,7 @@ The seed's usage examples run with only the import path changed::
 
 from __future__ import annotations
 
-from tta_cache.maintenance import CacheInvalidationManager, state_key
+from tta_cache.operations import state_key
 
 from .facade import (
     DEFAULT_REDIS_URL,
@@ -34,6 +34,7 @@ from .models import (
     UserPreferences,
     utcnow,
 )
+from .privacy import CacheInvalidationManager
 
 __all__ = [
     "DEFAULT_REDIS_URL",

@@ -9,7 +9,7 @@
     health_check_cache_system(conn_manager)["stats"]["redis_info"]["hit_rate"]
 
 State is stored as raw cache entries (L1 + Redis, the kind's TTL) under
-:func:`~tta_cache.maintenance.state_key` keys, tagged so that the invalidation manager can reach
+:func:`~tta_cache.operations.state_key` keys, tagged so that the invalidation manager can reach
 them: ``session:<sid>`` and ``user:<uid>`` on sessions; ``session:``, ``character:<cid>`` (and
 ``user:`` when known) on character states; ``therapeutic:<uid>`` and *not* ``user:`` on
 therapeutic progress, so ``invalidate_user(uid, preserve_therapeutic=True)`` keeps exactly it.
@@ -31,7 +31,7 @@ from tta_cache.cache import Cache
 from tta_cache.exceptions import BackendError, ConfigurationError
 from tta_cache.health import probe
 from tta_cache.keys import tag
-from tta_cache.maintenance import CacheInvalidationManager, state_key
+from tta_cache.operations import state_key
 from tta_cache.policy import BreakerState, CircuitBreaker
 from tta_cache.redis_tier import mask_url
 
@@ -44,6 +44,7 @@ from .models import (
     TherapeuticProgress,
     UserPreferences,
 )
+from .privacy import CacheInvalidationManager
 
 __all__ = [
     "DEFAULT_REDIS_URL",
