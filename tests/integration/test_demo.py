@@ -16,7 +16,9 @@ import pytest
 import redis
 
 from tta_cache.cli import EXIT_OK, main
-from tta_cache.demo import STALENESS_WINDOW, Histogram, _count_stale, _WorkerReport
+from tta_cache.demo import STALENESS_WINDOW, Histogram
+from tta_cache.demo.measures import WorkerReport as _WorkerReport
+from tta_cache.demo.measures import count_stale as _count_stale
 
 pytestmark = pytest.mark.slow
 
