@@ -60,7 +60,6 @@ class CacheInvalidationManager:
         self.session_scoped_kinds = tuple(session_scoped_kinds)
         self.pseudonymizers = tuple(pseudonymizers)
         self.clock = clock
-        self.monotonic = monotonic
 
     @property
     def cache(self) -> Cache:
@@ -71,6 +70,11 @@ class CacheInvalidationManager:
     def scan_count(self) -> int:
         """Keys per SCAN step, MGET and delete batch."""
         return self.keyspace.scan_count
+
+    @property
+    def monotonic(self) -> Callable[[], float]:
+        """The clock of durations and time limits."""
+        return self.keyspace.monotonic
 
     # ------------------------------------------------------------------ invalidation
 
