@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import tta_cache as tc
-from tta_cache.embedded import EmbeddedRedis
+from tta_cache.operations import EmbeddedRedis
 from tta_cache.tta import SessionState
 
 

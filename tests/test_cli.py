@@ -25,7 +25,7 @@ from tta_cache.cli import (
     build_parser,
     main,
 )
-from tta_cache.maintenance import state_key
+from tta_cache.operations import state_key
 
 SECRET = "s3cret-pw"
 

@@ -28,8 +28,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from tta_cache.embedded import find_binary
 from tta_cache.exceptions import ConfigurationError
+from tta_cache.operations import find_binary
 
 REDIS_SERVER_ENV = "TTA_CACHE_TEST_REDIS_SERVER"
 HOST = "127.0.0.1"

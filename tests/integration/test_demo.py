@@ -16,7 +16,9 @@ import pytest
 import redis
 
 from tta_cache.cli import EXIT_OK, main
-from tta_cache.demo import STALENESS_WINDOW, Histogram, _count_stale, _WorkerReport
+from tta_cache.demo import STALENESS_WINDOW, Histogram
+from tta_cache.demo.measures import WorkerReport as _WorkerReport
+from tta_cache.demo.measures import count_stale as _count_stale
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +175,7 @@ def test_histogram_quantiles_are_within_a_bucket() -> None:
 
 def test_an_embedded_server_does_not_outlive_a_program_that_fails() -> None:
     script = (
-        "from tta_cache.embedded import EmbeddedRedis\n"
+        "from tta_cache.operations import EmbeddedRedis\n"
         "server = EmbeddedRedis().start()\n"
         "print(server.port, server.directory, flush=True)\n"
         "raise SystemExit('the program fails without stopping it')\n"

@@ -5,7 +5,8 @@ Real OS processes made with the ``fork`` start method and a real Redis. The sour
 shared-memory integer; a writer bumps it, invalidates, and records when ``invalidate()`` returned
 (``time.monotonic`` is one clock for every process on Linux); every other process then reads in a
 tight loop until it gets the new value. The time from that return to the start of the last read
-that still got the old value is the staleness I2 bounds by 50 ms. Turns are taken with a Barrier, never with sleeps.
+that still got the old value is the staleness I2 bounds by 50 ms. Turns are taken with a
+Barrier, never with sleeps.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def take_turns(
     barrier: Any,
     conns: Any,
 ) -> None:
-    """Each process in turn writes ROUNDS times while the others read; lags[w][r][k] is the staleness
-    reader r measured for writer w's k-th invalidation (-1: it never saw it). ``conns[2*me]`` and
-    ``conns[2*me+1]`` get the CLIENT ID of this process's command connection and the local port
-    of its channel's socket."""
+    """Each process in turn writes ROUNDS times while the others read.
+
+    ``lags[w][r][k]`` is the staleness reader r measured for writer w's k-th invalidation (-1: it
+    never saw it); ``conns[2*me]`` and ``conns[2*me+1]`` get the CLIENT ID of this process's
+    command connection and the local port of its channel's socket."""
     assert load("u1") == truth.value  # warm: L1 and Redis hold it, the channel is up
     assert cache.wait_ready(10)
     conns[2 * me], conns[2 * me + 1] = connection_identity(cache)
@@ -104,7 +106,8 @@ def connection_identity(cache: tc.Cache) -> tuple[int, int]:
     assert tier is not None
     client_id = tier.execute("client id", lambda client: client.client_id())
     sub = cache.engine.subscriber
-    assert sub is not None and sub._pubsub is not None
+    assert sub is not None
+    assert sub._pubsub is not None
     return int(client_id), sub._pubsub.connection._sock.getsockname()[1]
 
 
@@ -176,7 +179,8 @@ def test_a_forked_childs_invalidations_reach_its_parent_and_back_within_the_boun
         for lags in readers:
             assert -1.0 not in lags, f"writer {writer}'s invalidation was never seen: {lags}"
             assert p99(lags) <= BOUND, (writer, lags)
-    assert len(set(conns[0::2])) == 2 and len(set(conns[1::2])) == 2, conns  # nothing shared
+    assert len(set(conns[0::2])) == 2, conns  # no command connection shared
+    assert len(set(conns[1::2])) == 2, conns  # no channel connection shared
 
 
 def test_a_preforked_master_and_three_workers_see_each_others_invalidations(
@@ -188,7 +192,8 @@ def test_a_preforked_master_and_three_workers_see_each_others_invalidations(
     assert -1.0 not in every, by_writer
     assert len(every) == 4 * 3 * ROUNDS
     assert p99(every) <= BOUND, sorted(every)[-10:]
-    assert len(set(conns[0::2])) == 4 and len(set(conns[1::2])) == 4, conns  # nothing shared
+    assert len(set(conns[0::2])) == 4, conns  # no command connection shared
+    assert len(set(conns[1::2])) == 4, conns  # no channel connection shared
 
 
 def test_a_forked_child_has_its_own_origin_channel_l1_and_async_client(redis_url: str) -> None:
@@ -245,7 +250,9 @@ def test_a_forked_child_has_its_own_origin_channel_l1_and_async_client(redis_url
     assert facts["l1_size"] == 0  # the parent's L1 is not trusted blind
     assert facts["subscriber_before_use"] is False  # the parent's thread is not in the child
     assert facts["trusted_before_use"] is False
-    assert facts["read"] == 1 and facts["aread"] == 1
-    assert facts["ready"] is True and facts["subscriber_alive"] is True
+    assert facts["read"] == 1
+    assert facts["aread"] == 1
+    assert facts["ready"] is True
+    assert facts["subscriber_alive"] is True
     assert facts["health"] == "healthy"
     assert facts["errors"] == 0

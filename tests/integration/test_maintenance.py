@@ -14,7 +14,7 @@ import redis
 
 import tta_cache as tc
 from tta_cache.core.keys import NAMESPACE_TAG, tag
-from tta_cache.maintenance import CacheInvalidationManager, state_key
+from tta_cache.operations import CacheInvalidationManager, state_key
 from tta_cache.tta import (
     CharacterState,
     EmotionalState,

@@ -13,8 +13,9 @@ import redis
 
 import tta_cache as tc
 from helpers.procs import process_group
-from tta_cache.maintenance import CacheInvalidationManager, user_hash
+from tta_cache.operations import user_hash
 from tta_cache.tta import (
+    CacheInvalidationManager,
     CharacterState,
     EmotionalState,
     NarrativeContext,

@@ -7,7 +7,7 @@ The seed's usage examples run with only the import path changed::
 
 from __future__ import annotations
 
-from tta_cache.maintenance import CacheInvalidationManager, state_key
+from tta_cache.operations import state_key
 
 from .config import DEFAULT_REDIS_URL, cache_options_from_config
 from .connection import RedisConnectionManager
@@ -29,6 +29,7 @@ from .models import (
     UserPreferences,
     utcnow,
 )
+from .privacy import CacheInvalidationManager
 from .report import health_check_cache_system
 from .session_cache import SessionCacheManager
 

@@ -14,7 +14,8 @@ The parts, one module each: :mod:`~tta_cache.tta.config` (the config dict),
 :mod:`~tta_cache.tta.store` per kind laid out by :mod:`~tta_cache.tta.layout`),
 :mod:`~tta_cache.tta.metrics` (:class:`CacheMetrics`), :mod:`~tta_cache.tta.report`
 (:func:`health_check_cache_system`); the invalidation manager is
-:class:`~tta_cache.maintenance.CacheInvalidationManager`.
+:class:`~tta_cache.tta.privacy.CacheInvalidationManager` (the operations one, keeping
+therapeutic progress under a pseudonym when a user is anonymized).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tta_cache.maintenance import CacheInvalidationManager
-
 from .connection import RedisConnectionManager
+from .privacy import CacheInvalidationManager
 from .session_cache import SessionCacheManager
 
 __all__ = ["create_cache_system"]

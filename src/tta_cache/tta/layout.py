@@ -1,6 +1,6 @@
 """Where each kind of TTA state lives in the cache: its key's ids and its tags (pure).
 
-State is stored as raw cache entries under :func:`~tta_cache.maintenance.state_key` keys, tagged
+State is stored as raw cache entries under :func:`~tta_cache.operations.state_key` keys, tagged
 so that the invalidation manager can reach them: ``session:<sid>`` and ``user:<uid>`` on
 sessions; ``session:``, ``character:<cid>`` (and ``user:`` when known) on character states;
 ``therapeutic:<uid>`` and *not* ``user:`` on therapeutic progress, so

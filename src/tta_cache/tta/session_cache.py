@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tta_cache.api import Cache
-from tta_cache.maintenance import state_key
+from tta_cache.operations import state_key
 
 from .connection import RedisConnectionManager
 from .metrics import CacheMetrics

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 from tta_cache.api import Cache
 from tta_cache.core.keys import tag
 from tta_cache.exceptions import BackendError
-from tta_cache.maintenance import state_key
+from tta_cache.operations import state_key
 
 from .layout import LAYOUTS
 from .metrics import CacheMetrics

@@ -25,7 +25,7 @@ from types import TracebackType
 
 import redis
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 __all__ = [
     "EmbeddedRedis",
