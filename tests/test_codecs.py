@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tta_cache import codecs
-from tta_cache.codecs import (
+from tta_cache.codec import (
     CloudpickleSerializer,
     Codec,
     Entry,
@@ -32,6 +31,8 @@ from tta_cache.codecs import (
     PickleSerializer,
     get_serializer,
     register_serializer,
+    registry,
+    typed,
 )
 from tta_cache.exceptions import ConfigurationError, DecodeError, SerializationError
 
@@ -349,13 +350,13 @@ def test_typed_decode_rebuilds_each_supported_hint(name: str, hint: Any, value: 
     ],
 )
 def test_plain_json_hints_compile_to_identity(hint: Any) -> None:
-    assert codecs._converter(hint) is None
+    assert typed.converter_for(hint) is None
 
 
 def test_converters_are_compiled_once_per_hint() -> None:
-    first = codecs._converter(list[Character])
+    first = typed.converter_for(list[Character])
     assert first is not None
-    assert codecs._converter(list[Character]) is first
+    assert typed.converter_for(list[Character]) is first
 
 
 @pytest.mark.parametrize(
@@ -409,7 +410,7 @@ def test_stdlib_json_is_used_when_orjson_is_missing(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "orjson", None)
     with pytest.raises(ConfigurationError):
         OrjsonSerializer()
-    serializer = codecs._json_serializer()
+    serializer = registry._json_serializer()
     assert isinstance(serializer, JsonSerializer)
     assert serializer.loads(serializer.dumps({"at": datetime(2020, 1, 1), 1: {2}})) == {
         "at": "2020-01-01T00:00:00",
@@ -460,9 +461,9 @@ def test_custom_serializer_ids_are_64_to_254(bad_id: int) -> None:
 
 def test_registering_clashing_names_or_ids_is_refused() -> None:
     register_serializer(
-        ReversedJson(), 201 if codecs._custom_ids.get("reversed-json") == 201 else 200
+        ReversedJson(), 201 if registry._custom_ids.get("reversed-json") == 201 else 200
     )
-    taken = codecs._custom_ids["reversed-json"]
+    taken = registry._custom_ids["reversed-json"]
     with pytest.raises(ConfigurationError):
         register_serializer(ReversedJson(), 202 if taken != 202 else 203)  # same name, other id
 

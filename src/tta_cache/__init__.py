@@ -19,7 +19,7 @@ from .cache import DEFAULT_TTL, Cache, configure, default_cache
 from .cache import module_cached as cached
 from .cache import module_cached_session as cached_session
 from .cache import module_invalidates as invalidates
-from .codecs import Codec, Entry, Serializer, get_serializer, register_serializer
+from .codec import Codec, Entry, Serializer, get_serializer, register_serializer
 from .decorators import AsyncCachedFunction, CachedFunction
 from .exceptions import (
     BackendError,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, 
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .codecs import Codec, Entry
+from .codec import Codec, Entry
 from .coherence import FailoverWatch, Message, Subscriber, TagVersions
 from .exceptions import BackendError, ComputeTimeout, DecodeError
 from .health import ConnectionStats, HealthMonitor, probe

@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from .codecs import Entry
+from .codec import Entry
 from .coherence import Message
 from .exceptions import BackendError, ConfigurationError, DecodeError
 from .keys import NAMESPACE_TAG, check_name, escape, tag
