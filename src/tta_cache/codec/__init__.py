@@ -5,7 +5,7 @@ Modules, one concern each:
 * :mod:`.envelope` the byte layout (header, stamp, flags) and :class:`Entry`;
 * :mod:`.serializers` the :class:`Serializer` protocol, the built-in serializers and the typed
   form JSON and msgpack values are written in; :mod:`.registry` the ids they are recorded under;
-* :mod:`.typed` rebuilding a return annotation from a decoded value;
+* :mod:`.typed` rebuilding a return annotation from a payload (msgspec; pydantic for its models);
 * :mod:`.compression` zlib/zstd with bounded decompression; :mod:`.signing` HMAC-SHA256 with
   key rotation;
 * :mod:`.codec` the :class:`Codec` that composes them.

@@ -32,7 +32,7 @@ from .envelope import COMPRESSION_FLAGS, ENCRYPTED, SIGNED, Entry, pack, unpack
 from .registry import PICKLE_IDS, get_serializer, serializer_for_id, serializer_id
 from .serializers import Serializer, type_name
 from .signing import MAC_SIZE, KeyLike, signer_for
-from .typed import converter_for
+from .typed import typed_decoder
 
 __all__ = ["Codec"]
 
@@ -141,7 +141,7 @@ class Codec:
         except DecodeError:
             raise
         except Exception as exc:
-            # Only the type: messages such as pydantic's quote the (personal) data.
+            # Only the type: messages such as pydantic's or msgspec's quote the (personal) data.
             raise DecodeError(f"cannot decode payload: {type(exc).__name__}") from exc
 
     def _decode(self, raw: object, type_hint: Any) -> Entry:
@@ -174,9 +174,10 @@ class Codec:
             serializer = self._serializer
         else:
             serializer = serializer_for_id(recorded)
-        value = serializer.loads(payload)
-        if type_hint is not None and recorded not in PICKLE_IDS:
-            converter = converter_for(type_hint)
-            if converter is not None:
-                value = converter(value)
+        typed = None if type_hint is None or recorded in PICKLE_IDS else typed_decoder(type_hint)
+        if typed is None:
+            value = serializer.loads(payload)
+        else:
+            read = typed.readers.get(recorded)
+            value = read(payload) if read is not None else typed.convert(serializer.loads(payload))
         return Entry(value, stamp, created, fresh_until, compute_time)

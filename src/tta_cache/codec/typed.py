@@ -1,307 +1,260 @@
-"""Typed decoding: a JSON or msgpack value rebuilt as the function's return annotation.
+"""Typed decoding: a JSON or msgpack payload rebuilt as the function's return annotation.
 
-A converter is compiled once per annotation (:func:`converter_for`) and applied to the value the
-serializer loaded: dataclasses, pydantic models, NamedTuples, enums, datetime/date/time, UUID,
-Decimal, bytes, Literals, unions and nested containers. ``None`` means: use the value as is.
+One :class:`TypedDecoder` per annotation, built on first use and kept. It holds msgspec decoders
+(``msgspec.json.Decoder(type=...)``, ``msgspec.msgpack.Decoder(type=...)``) that read payload
+bytes straight into dataclasses, NamedTuples, TypedDicts, enums, datetimes, dates, times, UUIDs,
+Decimals, bytes, Literals, unions and containers of them (sets, frozensets and tuples included);
+a value that another serializer loaded goes through ``msgspec.convert``. pydantic models,
+wherever they appear, are built by their own ``model_validate`` from the decoded object, as
+before; subclasses of str, int, float, dict and list are called with the decoded value.
+
+What is not rebuilt, and what happens instead:
+
+* annotations with nothing to rebuild (``Any``, ``object``, ``str``, ``int``, ``float``,
+  ``bool``, ``None``, lists and str-keyed dicts of those, unions of them): the value is used
+  as the serializer decoded it, unchecked (no decoder is built);
+* unresolved annotations (a str, a ``ForwardRef``, a ``TypeVar``): used as decoded;
+* a class msgspec does not know, as the whole annotation: used as decoded, with a warning
+  (once per annotation);
+* a union or a Literal msgspec refuses (two dataclasses, two str-like types, enum members in a
+  Literal), as the whole annotation or a member of an Optional: tried member by member, in
+  order, each member rebuilt on its own;
+* anything else msgspec refuses (such a union inside a container or a dataclass, an annotation
+  that does not resolve) and a value of an unknown class inside a type msgspec knows: a miss,
+  with a warning, because a dict served where the caller expects an object would break it.
+
+A value that does not fit the annotation (a missing field, a wrong type, a failing
+``__post_init__``) raises; the codec turns that into a DecodeError, which is a counted miss.
+Fields a dataclass does not declare are ignored (msgspec's rule; pydantic's default too), so
+an entry written by a release with one more field is still read.
 """
 
 from __future__ import annotations
 
-import base64
 import collections.abc
-import dataclasses
+import logging
 import types
-from collections.abc import Callable
-from datetime import date, datetime, time
-from decimal import Decimal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
-from functools import partial
-from typing import (
-    Annotated,
-    Any,
-    ForwardRef,
-    Literal,
-    TypeVar,
-    Union,
-    get_args,
-    get_origin,
-    get_type_hints,
-)
-from uuid import UUID
+from typing import Annotated, Any, ForwardRef, Literal, TypeVar, Union, get_args, get_origin
 
-from .serializers import _json_key, pydantic_model_class, type_name
+import msgspec
+import msgspec.inspect as mi
 
-__all__ = ["converter_for"]
+from .registry import JSON_ID, MSGPACK_ID
+from .serializers import pydantic_model_class, type_name
 
-_Converter = Callable[[Any], Any]
+__all__ = ["TypedDecoder", "typed_decoder"]
+
+log = logging.getLogger("tta_cache.codec")
+
 _NoneType = type(None)
-_converters: dict[Any, _Converter | None] = {}
+_BUILTIN_BASES = (str, int, float, dict, list)  # subclasses are called with the decoded value
+# Nodes of msgspec's type tree that a decoded JSON value already is, unconverted.
+_PLAIN = (
+    mi.AnyType,
+    mi.NoneType,
+    mi.BoolType,
+    mi.IntType,
+    mi.FloatType,
+    mi.StrType,
+    mi.ListType,
+    mi.UnionType,
+    mi.Metadata,
+)
 
 
-def converter_for(hint: Any) -> _Converter | None:
-    """The converter rebuilding ``hint`` from decoded data; ``None`` means use the data as is."""
+@dataclass(frozen=True, slots=True)
+class TypedDecoder:
+    """How one annotation is rebuilt: from payload bytes, or from a value already loaded."""
+
+    hint: Any
+    readers: dict[int, Callable[[bytes], Any]]
+    """Payload bytes to value, by serializer id, for the formats msgspec reads itself."""
+    convert: Callable[[Any], Any]
+    """A value another serializer loaded, to the value the annotation describes."""
+
+
+_decoders: dict[Any, TypedDecoder | None] = {}
+
+
+def typed_decoder(hint: Any) -> TypedDecoder | None:
+    """The decoder for ``hint``, built once; ``None``: use the value as the serializer read it."""
     try:
-        return _converters[hint]
+        return _decoders[hint]
     except KeyError:
         pass
-    except TypeError:  # unhashable hint, e.g. Annotated with a list in its metadata
-        return _compile(hint)
-    converter = _converters[hint] = _compile(hint)
-    return converter
+    except TypeError:  # unhashable, e.g. Annotated with a list in its metadata: built each time
+        return _build(hint)
+    return _decoders.setdefault(hint, _build(hint))
+
+
+def _build(hint: Any) -> TypedDecoder | None:
+    if hint is None or hint is _NoneType or hint is object:
+        return None
+    if isinstance(hint, (str, ForwardRef, TypeVar)):  # unresolved: nothing to rebuild into
+        return None
+    if get_origin(hint) is collections.abc.Iterable:  # msgspec knows Sequence, not Iterable
+        (item,) = get_args(hint)
+        hint = list[item]  # type: ignore[valid-type]
+    try:
+        info = mi.type_info(hint)
+    except Exception as exc:  # msgspec refuses it (TypeError) or cannot resolve it (NameError)
+        return _fallback(hint, exc)
+    if isinstance(info, mi.CustomType) and not _hookable(info.cls):
+        log.warning("values of %r are used as decoded: msgspec does not know the class", hint)
+        return None
+    plain, text_keys = _survey(info)
+    if plain:
+        return None
+    try:
+        from_json = msgspec.json.Decoder(hint, dec_hook=_dec_hook).decode
+        from_msgpack = msgspec.msgpack.Decoder(hint, dec_hook=_dec_hook).decode
+    except Exception as exc:
+        return _fallback(hint, exc)
+    readers: dict[int, Callable[[bytes], Any]] = {MSGPACK_ID: from_msgpack}
+    # JSON writes bool and None keys as "true" and "null", which msgspec's JSON decoder does not
+    # read back as bool or None; converting the parsed value without strictness does.
+    strict = not text_keys
+    if strict:
+        readers[JSON_ID] = from_json
+
+    def convert(value: Any) -> Any:
+        return msgspec.convert(value, hint, strict=strict, dec_hook=_dec_hook)
+
+    return TypedDecoder(hint, readers, convert)
+
+
+def _dec_hook(cls: Any, obj: Any) -> Any:
+    """Build what msgspec leaves to us; msgspec checks that the result is a ``cls``."""
+    if cls is object:
+        return obj
+    model = pydantic_model_class()
+    if model is not None and issubclass(cls, model):
+        return cls.model_validate(obj)
+    if issubclass(cls, _BUILTIN_BASES):
+        return cls(obj)  # e.g. class UserId(str)
+    # A class nobody can build from data (inside a type msgspec can): the entry is a miss.
+    raise TypeError(f"{cls.__qualname__} cannot be rebuilt from decoded data")
+
+
+def _hookable(cls: type) -> bool:
+    model = pydantic_model_class()
+    return (model is not None and issubclass(cls, model)) or issubclass(cls, _BUILTIN_BASES)
+
+
+def _children(node: mi.Type) -> Iterator[mi.Type]:
+    for name in ("type", "item_type", "key_type", "value_type"):
+        child = getattr(node, name, None)
+        if isinstance(child, mi.Type):
+            yield child
+    for name in ("types", "item_types"):
+        yield from getattr(node, name, ())
+    for field in getattr(node, "fields", ()):
+        yield field.type
+
+
+def _is_text_key(key: mi.Type) -> bool:
+    if isinstance(key, (mi.BoolType, mi.NoneType)):
+        return True
+    if isinstance(key, mi.LiteralType):
+        return any(v is None or isinstance(v, bool) for v in key.values)
+    if isinstance(key, mi.UnionType):
+        return any(_is_text_key(t) for t in key.types)
+    return False
+
+
+def _survey(info: mi.Type) -> tuple[bool, bool]:
+    """What msgspec's tree for an annotation says: whether the decoded value needs nothing
+    rebuilt, and whether a dict is keyed by bool or None."""
+    plain, text_keys = True, False
+    seen: set[int] = set()
+    stack = [info]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # a recursive dataclass refers to itself
+            continue
+        seen.add(id(node))
+        if isinstance(node, mi.DictType):
+            plain = plain and isinstance(node.key_type, (mi.StrType, mi.AnyType))
+            text_keys = text_keys or _is_text_key(node.key_type)
+        elif isinstance(node, mi.CustomType):
+            plain = plain and node.cls is object  # object is Any
+        elif not isinstance(node, _PLAIN):
+            plain = False
+        stack.extend(_children(node))
+    return plain, text_keys
+
+
+def _refused(hint: Any, reason: str) -> TypedDecoder:
+    """A decoder that fails: serving a dict where the caller expects an object would break it."""
+    log.warning("values of %r cannot be rebuilt, so they are misses (%s)", hint, reason)
+
+    def convert(value: Any) -> Any:
+        raise TypeError(f"{hint!r} cannot be rebuilt: {reason}")
+
+    return TypedDecoder(hint, {}, convert)
 
 
 def _unwrap(hint: Any) -> Any:
-    """Strip NewType, Annotated and ``type`` aliases down to the type they stand for."""
+    """Strip Annotated and ``type`` aliases down to the type they stand for."""
     while True:
         if get_origin(hint) is Annotated:
             hint = get_args(hint)[0]
-        elif hasattr(hint, "__supertype__"):  # typing.NewType
-            hint = hint.__supertype__
         elif type(hint).__name__ == "TypeAliasType":  # `type X = ...` (3.12)
             hint = hint.__value__
         else:
             return hint
 
 
-def _compile(hint: Any) -> _Converter | None:
-    hint = _unwrap(hint)
-    if hint is None or hint is Any or hint is object or hint is _NoneType:
-        return None
-    if isinstance(hint, (str, ForwardRef, TypeVar)):
-        return None  # unresolved: nothing to convert to
-    origin = get_origin(hint)
+def _fallback(hint: Any, exc: Exception) -> TypedDecoder | None:
+    """A union or Literal msgspec refuses, rebuilt member by member; anything else refused."""
+    bare = _unwrap(hint)
+    origin = get_origin(bare)
     if origin is Union or origin is types.UnionType:
-        return _union_converter(get_args(hint))
+        return _union(hint, get_args(bare))
     if origin is Literal:
-        return _literal_converter(get_args(hint))
-    if origin is not None:
-        return _generic_converter(origin, get_args(hint))
-    if isinstance(hint, type):
-        return _class_converter(hint)
-    return None
+        return _literal(hint, get_args(bare))
+    return _refused(hint, f"{type(exc).__name__}: {exc}")
 
 
-def _fail(value: Any, target: str) -> Any:
-    raise TypeError(f"cannot convert {type_name(value)} to {target}")
-
-
-def _to_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        # Python 3.10's fromisoformat does not take the "Z" suffix other writers use.
-        return datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] == "Z" else value)
-    return _fail(value, "datetime")  # type: ignore[no-any-return]
-
-
-def _to_date(value: Any) -> date:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        return date.fromisoformat(value)
-    return _fail(value, "date")  # type: ignore[no-any-return]
-
-
-def _to_time(value: Any) -> time:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, str):
-        return time.fromisoformat(value)
-    return _fail(value, "time")  # type: ignore[no-any-return]
-
-
-def _to_uuid(value: Any) -> UUID:
-    if isinstance(value, UUID):
-        return value
-    if isinstance(value, str):
-        return UUID(value)
-    return _fail(value, "UUID")  # type: ignore[no-any-return]
-
-
-def _to_decimal(value: Any) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return _fail(value, "Decimal")  # type: ignore[no-any-return]
-
-
-def _to_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value  # msgpack keeps bytes binary
-    if isinstance(value, str):
-        return base64.b64decode(value, validate=True)
-    return _fail(value, "bytes")  # type: ignore[no-any-return]
-
-
-def _as_sequence(value: Any) -> list[Any] | tuple[Any, ...]:
-    if isinstance(value, (list, tuple)):
-        return value
-    return _fail(value, "a sequence")  # type: ignore[no-any-return]
-
-
-def _map_list(item: _Converter, value: Any) -> list[Any]:
-    return [item(x) for x in _as_sequence(value)]
-
-
-def _class_converter(cls: type) -> _Converter | None:
-    if cls in (str, int, float, bool, list, dict):
-        return None
-    if issubclass(cls, Enum):
-        return cls  # Color("red") -> Color.RED, Color(Color.RED) -> Color.RED
-    if cls is datetime:
-        return _to_datetime
-    if cls is date:
-        return _to_date
-    if cls is time:
-        return _to_time
-    if cls is UUID:
-        return _to_uuid
-    if cls is Decimal:
-        return _to_decimal
-    if cls is bytes:
-        return _to_bytes
-    if cls is bytearray:
-        return lambda value: bytearray(_to_bytes(value))
-    if cls in (tuple, set, frozenset):
-        return lambda value: cls(_as_sequence(value))
-    if dataclasses.is_dataclass(cls):
-        return _dataclass_converter(cls)
-    model = pydantic_model_class()
-    if model is not None and issubclass(cls, model):
-        return cls.model_validate  # type: ignore[attr-defined,no-any-return]
-    if issubclass(cls, tuple) and hasattr(cls, "_fields"):  # NamedTuple
-        return _namedtuple_converter(cls)
-    if issubclass(cls, (str, int, float)):
-        return cls  # e.g. class UserId(str)
-    return None
-
-
-def _field_converters(cls: type) -> list[tuple[str, bool, _Converter | None]]:
-    hints = get_type_hints(cls)
-    return [
-        (f.name, f.init, converter_for(hints.get(f.name, Any))) for f in dataclasses.fields(cls)
-    ]
-
-
-def _dataclass_converter(cls: type) -> _Converter:
-    # Fields are resolved on first use, so a dataclass may refer to itself (a tree of nodes).
-    plan: list[tuple[str, bool, _Converter | None]] | None = None
-
-    def convert(value: Any) -> Any:
-        nonlocal plan
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            return _fail(value, cls.__qualname__)
-        if plan is None:
-            plan = _field_converters(cls)
-        kwargs = {}
-        known = 0
-        for name, init, field_converter in plan:
-            if name in value:
-                known += 1
-                if init:
-                    item = value[name]
-                    kwargs[name] = item if field_converter is None else field_converter(item)
-        if known != len(value):
-            raise ValueError(f"unknown fields for {cls.__qualname__}")
-        return cls(**kwargs)
-
-    return convert
-
-
-def _namedtuple_converter(cls: type) -> _Converter:
-    plan: list[_Converter | None] | None = None
-
-    def convert(value: Any) -> Any:
-        nonlocal plan
-        if isinstance(value, cls):
-            return value
-        items = _as_sequence(value)
-        if plan is None:
-            hints = get_type_hints(cls)
-            plan = [converter_for(hints.get(name, Any)) for name in cls._fields]  # type: ignore[attr-defined]
-        if len(items) != len(plan):
-            raise ValueError(f"{cls.__qualname__} takes {len(plan)} items, got {len(items)}")
-        return cls(*(x if c is None else c(x) for c, x in zip(plan, items, strict=True)))
-
-    return convert
-
-
-def _generic_converter(origin: Any, args: tuple[Any, ...]) -> _Converter | None:
-    abc = collections.abc
-    if origin in (list, abc.Sequence, abc.MutableSequence, abc.Collection, abc.Iterable):
-        item = converter_for(args[0]) if args else None
-        if item is None:
-            return None
-        return partial(_map_list, item)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = converter_for(args[0])
-            if item is None:
-                return lambda value: tuple(_as_sequence(value))
-            items_of = partial(_map_list, item)
-            return lambda value: tuple(items_of(value))
-        if args == ((),):  # tuple[()] on Python 3.10
-            args = ()
-        items = [converter_for(a) for a in args]
-
-        def convert_tuple(value: Any) -> tuple[Any, ...]:
-            seq = _as_sequence(value)
-            if len(seq) != len(items):
-                raise ValueError(f"expected {len(items)} items, got {len(seq)}")
-            return tuple([x if c is None else c(x) for c, x in zip(items, seq, strict=True)])
-
-        return convert_tuple
-    if origin in (set, frozenset, abc.Set, abc.MutableSet):
-        make = frozenset if origin in (frozenset, abc.Set) else set
-        item = converter_for(args[0]) if args else None
-        if item is None:
-            return lambda value: make(_as_sequence(value))
-        items_of = partial(_map_list, item)
-        return lambda value: make(items_of(value))
-    if origin in (dict, abc.Mapping, abc.MutableMapping):
-        key = _key_converter(args[0]) if args else None
-        val = converter_for(args[1]) if len(args) > 1 else None
-        if key is None and val is None:
-            return None
-
-        def convert_dict(value: Any) -> dict[Any, Any]:
-            if not isinstance(value, dict):
-                return _fail(value, "dict")  # type: ignore[no-any-return]
-            return {
-                k if key is None else key(k): v if val is None else val(v) for k, v in value.items()
-            }
-
-        return convert_dict
-    if isinstance(origin, type):  # a generic dataclass or model, e.g. Page[Item]
-        return _class_converter(origin)
-    return None
-
-
-def _key_converter(hint: Any) -> _Converter | None:
-    """Like :func:`_converter`, but for JSON object keys, which are always strings."""
+def _runtime_class(hint: Any) -> type | tuple[type, ...] | None:
+    """The class a union member checks with ``isinstance``; ``None`` accepts anything."""
     hint = _unwrap(hint)
-    if hint is int:
-        return lambda key: key if type(key) is int else int(key)
-    if hint is float:
-        return float
-    if hint is bool:
-        flags = {"true": True, "false": False, True: True, False: False}
-        return flags.__getitem__
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        members: dict[Any, Enum] = {}
-        for member in hint:
-            members[member.value] = member
-            members[_json_key(member.value)] = member
-        return members.__getitem__
-    return converter_for(hint)
+    if hasattr(hint, "__supertype__"):  # typing.NewType
+        return _runtime_class(hint.__supertype__)
+    cls = get_origin(hint) or hint
+    if cls is float:
+        return (int, float)
+    if isinstance(cls, type) and cls is not object:
+        return cls
+    return None
 
 
-def _literal_converter(args: tuple[Any, ...]) -> _Converter:
+def _union(hint: Any, args: tuple[Any, ...]) -> TypedDecoder:
+    members = [a for a in args if a is not _NoneType]
+    optional = len(members) != len(args)
+    tries = [(_runtime_class(m), typed_decoder(m)) for m in members]
+
+    def convert(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        for cls, typed in tries:
+            if typed is None:
+                if cls is None or isinstance(value, cls):
+                    return value
+                continue
+            try:
+                return typed.convert(value)
+            except Exception:  # a failed member means: try the next one
+                continue
+        raise ValueError(f"a {type_name(value)} matches no member of the union")
+
+    return TypedDecoder(hint, {}, convert)
+
+
+def _literal(hint: Any, args: tuple[Any, ...]) -> TypedDecoder:
     # Keyed by (type, value) so that Literal[1] does not take True, and enums match by value.
     allowed = {}
     for arg in args:
@@ -315,44 +268,4 @@ def _literal_converter(args: tuple[Any, ...]) -> _Converter:
         except (KeyError, TypeError):
             raise ValueError(f"value is not one of {args!r}") from None
 
-    return convert
-
-
-def _runtime_class(hint: Any) -> type | tuple[type, ...] | None:
-    """The class a union member checks with ``isinstance``; ``None`` accepts anything."""
-    hint = _unwrap(hint)
-    cls = get_origin(hint) or hint
-    if cls is float:
-        return (int, float)
-    if isinstance(cls, type) and cls is not object:
-        return cls
-    return None
-
-
-def _union_converter(args: tuple[Any, ...]) -> _Converter | None:
-    members = [a for a in args if a is not _NoneType]
-    optional = len(members) != len(args)
-    if len(members) == 1:
-        inner = converter_for(members[0])
-        if inner is None:
-            return None
-        return lambda value: None if value is None else inner(value)
-    tries = [(_runtime_class(m), converter_for(m)) for m in members]
-    if all(converter is None for _, converter in tries):
-        return None
-
-    def convert(value: Any) -> Any:
-        if value is None and optional:
-            return None
-        for cls, converter in tries:
-            if converter is None:
-                if cls is None or isinstance(value, cls):
-                    return value
-                continue
-            try:
-                return converter(value)
-            except Exception:  # a failed member means: try the next one
-                continue
-        raise ValueError(f"value of type {type_name(value)} matches no member of the union")
-
-    return convert
+    return TypedDecoder(hint, {}, convert)
