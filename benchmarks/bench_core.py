@@ -7,13 +7,18 @@
    vs ``redis.asyncio`` GET + loads
 4. miss + fill (a new key each time) vs raw GET + SET of the JSON
 5. ``get_many`` of 100 keys (L1 off) vs raw MGET + ``json.loads`` of each
+6. typed L2 hit (a ``SessionState``, L1 off) vs raw GET + a msgspec ``Decoder(SessionState)``
+   built once, and the decode alone: ``Codec.decode`` of the envelope vs that decoder on its
+   JSON (both report-only)
 
 Every cache is built with its defaults (telemetry on, no SDK configured) but for the tier a case
 turns off. Report-only rows put the same "ours" beside other floors (orjson, the client settings
 tta uses) to show where a gap comes from. Speed is reported, not asserted: a MISS does not fail
 the run; a crash does.
 
-    .venv/bin/python -m benchmarks.bench_core [--quick] [--json PATH]
+    .venv/bin/python -m benchmarks.bench_core [--quick] [--only TEXT] [--json PATH]
+
+``--only TEXT`` times only the cases whose name contains TEXT (``--only SessionState``).
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import cachetools
+import msgspec
 import redis
 import redis.asyncio as aredis
 from cachetools.keys import hashkey
 
 import tta_cache as tc
 from tta_cache.redis_tier import RedisConfig, make_sync_client
+from tta_cache.tta import EmotionalState, EmotionalStateType, SessionState, SessionStatus
 
 from ._harness import (
     AsyncRunner,
@@ -88,6 +96,26 @@ CHARACTER: dict[str, Any] = {
     "last_seen_turn": 45,
     "traits": ["patient", "guarded", "kind"],
 }
+# A typed session for the typed cases: 940 bytes of JSON (under compress_min_bytes), nested models.
+SESSION_STATE = SessionState(
+    session_id=STATE["session_id"],
+    user_id=STATE["user_id"],
+    status=SessionStatus.ACTIVE,
+    current_scenario_id=STATE["scene"],
+    narrative_position=STATE["turn"],
+    choices=STATE["choices"],
+    emotional_state=EmotionalState(
+        STATE["user_id"],
+        primary_emotion=EmotionalStateType.HOPEFUL,
+        intensity=0.42,
+        emotion_scores={EmotionalStateType.HOPEFUL: 0.6, EmotionalStateType.CALM: 0.3},
+        session_id=STATE["session_id"],
+        timestamp=datetime.fromisoformat(STATE["updated_at"]),
+    ),
+    context={k: STATE[k] for k in ("player", "inventory", "flags")},
+    created_at=datetime.fromisoformat(STATE["started_at"]),
+    last_updated=datetime.fromisoformat(STATE["updated_at"]),
+)
 TAGS = ("session:{session_id}", "user:{user_id}")
 ARGS = ("sess-1", "char-1", "user-1")
 MANY = 100
@@ -289,6 +317,71 @@ def get_many(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Setting
     return rows_for(f"get_many({MANY}) (sync, L1 off)", timings, floors, trips)
 
 
+def load_session_state(session_id: str, character_id: str, user_id: str) -> SessionState:
+    return SESSION_STATE
+
+
+def typed_l2_hit(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings) -> list[Row]:
+    ours = cache.cached(kind="session", tags=TAGS)(load_session_state)
+    ours(*ARGS)  # the miss that fills L2
+    admin.set("floor:session_state", tc.get_serializer("json").dumps(SESSION_STATE))
+    raw = server.client()
+    decoder = msgspec.json.Decoder(SessionState)
+    if ours(*ARGS) != SESSION_STATE:
+        raise RuntimeError("the typed L2 hit did not rebuild the SessionState")
+    trips: list[str] = []
+    try:
+        with round_trips(admin, 500, trips), served(cache, "redis", 500):
+            calls(ours)(500)
+        timings = measure(
+            {
+                "ours": calls(ours),
+                "GET+msgspec Decoder(SessionState)": _loads_get(
+                    raw, "floor:session_state", decoder.decode
+                ),
+            },
+            settings,
+        )
+    finally:
+        raw.close()
+    return rows_for(
+        "typed L2 hit (a SessionState), L1 off",
+        timings,
+        {"GET+msgspec Decoder(SessionState)": None},
+        trips,
+    )
+
+
+def typed_decode(settings: Settings) -> list[Row]:
+    codec = tc.Codec()
+    envelope = codec.encode(
+        SESSION_STATE, stamp=[("session:s", 1), ("user:u", 2)], created=1.0, fresh_until=2.0
+    )
+    payload = tc.get_serializer("json").dumps(SESSION_STATE)
+    decoder = msgspec.json.Decoder(SessionState)
+    if codec.decode(envelope, SessionState).value != decoder.decode(payload):
+        raise RuntimeError("the codec and msgspec disagree about the SessionState")
+
+    def ours(n: int) -> None:
+        decode = codec.decode
+        for _ in range(n):
+            decode(envelope, SessionState)
+
+    def floor(n: int) -> None:
+        decode = decoder.decode
+        for _ in range(n):
+            decode(payload)
+
+    timings = measure({"ours": ours, "msgspec.json.decode(type=SessionState)": floor}, settings)
+    trips = ["0 RT"]
+    return rows_for(
+        "decode SessionState envelope",
+        timings,
+        {"msgspec.json.decode(type=SessionState)": None},
+        trips,
+    )
+
+
 # ---------------------------------------------------------------------- async cases
 
 
@@ -369,9 +462,15 @@ def progress(case: str) -> None:
     print(f"  timing {case} ...", flush=True)
 
 
-def run(quick: bool = False) -> list[Row]:
-    """Every core case, on a redis-server started for the purpose; the rows of the table."""
+def run(quick: bool = False, only: str | None = None) -> list[Row]:
+    """Every core case (or those whose name contains ``only``), on a redis-server started for
+    the purpose; the rows of the table."""
     settings = Settings.for_mode(quick)
+
+    def wanted(*cases: str) -> bool:
+        return only is None or any(only in case for case in cases)
+
+    rows: dict[str, list[Row]] = {}
     with redis_server() as server:
         admin = server.client()
         l1 = tc.Cache(server.url, namespace="bench")  # the defaults: L1 on
@@ -380,27 +479,41 @@ def run(quick: bool = False) -> list[Row]:
             for cache in (l1, l2):
                 if not cache.wait_ready(10):
                     raise RuntimeError("the invalidation channel did not come up")
-            progress("L1 hit (sync)")
-            l1_sync = l1_hit(l1, admin, settings)
-            progress("L2 hit (sync)")
-            l2_sync = l2_hit(l2, server, admin, settings)
-            progress("miss + fill")
-            fill = miss_fill(l1, server, admin, settings)
-            progress("get_many")
-            many = get_many(l2, server, admin, settings)
+            if wanted("L1 hit (sync)"):
+                progress("L1 hit (sync)")
+                rows["l1_sync"] = l1_hit(l1, admin, settings)
+            if wanted("L2 hit (sync, L1 off)"):
+                progress("L2 hit (sync)")
+                rows["l2_sync"] = l2_hit(l2, server, admin, settings)
+            if wanted("miss + fill (sync)"):
+                progress("miss + fill")
+                rows["fill"] = miss_fill(l1, server, admin, settings)
+            if wanted(f"get_many({MANY}) (sync, L1 off)"):
+                progress("get_many")
+                rows["many"] = get_many(l2, server, admin, settings)
+            if wanted("typed L2 hit (a SessionState), L1 off"):
+                progress("typed L2 hit")
+                rows["typed_l2"] = typed_l2_hit(l2, server, admin, settings)
+            if wanted("decode SessionState envelope"):
+                progress("decode SessionState envelope")
+                rows["typed_decode"] = typed_decode(settings)
             # last: closing a cache's asyncio client closes the cache too
-            progress("L1 hit and L2 hit (async)")
-            l1_async, l2_async = run_async(async_cases(l1, l2, server, admin, settings))
+            if wanted("L1 hit (async)", "L2 hit (async, L1 off)"):
+                progress("L1 hit and L2 hit (async)")
+                rows["l1_async"], rows["l2_async"] = run_async(
+                    async_cases(l1, l2, server, admin, settings)
+                )
         finally:
             l1.close()
             l2.close()
             admin.close()
-    return l1_sync + l1_async + l2_sync + l2_async + fill + many
+    order = ("l1_sync", "l1_async", "l2_sync", "l2_async", "typed_l2", "typed_decode")
+    return [row for name in (*order, "fill", "many") for row in rows.get(name, [])]
 
 
-def main(quick: bool = False, json_path: str | None = None) -> list[Row]:
+def main(quick: bool = False, json_path: str | None = None, only: str | None = None) -> list[Row]:
     """Run the core cases, print their table, optionally write JSON; returns the rows."""
-    rows = run(quick)
+    rows = run(quick, only)
     print_table(rows, "core paths: median ns/op over interleaved rounds")
     if json_path:
         write_json(json_path, {"machine": machine(), "rows": [r.as_dict() for r in rows]})
@@ -411,5 +524,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="tta-cache core benchmarks")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", metavar="TEXT", help="only the cases whose name contains TEXT")
     options = parser.parse_args()
-    main(options.quick, options.json)
+    main(options.quick, options.json, options.only)

@@ -202,9 +202,18 @@ def test_an_invalid_payload_does_not_decode_as_a_model() -> None:
     bad["narrative_position"] = -5
     with pytest.raises(DecodeError):
         codec.decode(codec.encode(bad), SessionState)
-    unknown = {**dataclasses.asdict(SessionState("s1", "u1")), "surprise": 1}
+    missing = dataclasses.asdict(SessionState("s1", "u1"))
+    del missing["user_id"]
     with pytest.raises(DecodeError):
-        codec.decode(codec.encode(unknown), SessionState)
+        codec.decode(codec.encode(missing), SessionState)
+
+
+def test_a_model_written_with_a_field_this_release_lacks_is_read() -> None:
+    # Rolling deploys: a newer release may add a field; its entries are read, the field dropped.
+    codec = Codec("json")
+    state = SessionState("s1", "u1", created_at=T0, last_updated=T0)
+    newer = {**dataclasses.asdict(state), "added_in_a_newer_release": [1]}
+    assert codec.decode(codec.encode(newer), SessionState).value == state
 
 
 def test_kinds_and_their_default_ttls_are_the_seeds() -> None:

@@ -19,7 +19,7 @@ from .api import DEFAULT_TTL, AsyncCachedFunction, Cache, CachedFunction, config
 from .api import module_cached as cached
 from .api import module_cached_session as cached_session
 from .api import module_invalidates as invalidates
-from .codecs import Codec, Entry, Serializer, get_serializer, register_serializer
+from .codec import Codec, Entry, Serializer, get_serializer, register_serializer
 from .core.policy import BreakerState, CircuitBreaker, Freshness
 from .exceptions import (
     BackendError,

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 import tta_cache as tc
-from tta_cache.codecs import Codec
+from tta_cache.codec import Codec
 
 KEY = b"the signing key"
 OTHER_KEY = b"another deployment's key"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..codecs import Codec
+from ..codec import Codec
 from ..core.policy import CircuitBreaker
 from ..engine import Engine
 from ..health import ConnectionStats

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..codecs import Codec, Serializer
+from ..codec import Codec, Serializer
 from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ..codecs import Codec, Entry
+from ..codec import Codec, Entry
 from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..codecs import Entry
+from ..codec import Entry
 from ..coherence import Message
 from ..core.policy import Verdict, expiries, judge, redis_ttl_ms
 from ..exceptions import BackendError

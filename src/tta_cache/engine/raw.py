@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..codecs import Entry
+from ..codec import Entry
 from ..coherence import Message
 from ..core.policy import expiries, redis_ttl_ms
 from ..exceptions import BackendError, DecodeError

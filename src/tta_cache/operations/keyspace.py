@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ..codecs import Entry
+from ..codec import Entry
 from ..coherence import Message
 from ..exceptions import ConfigurationError, DecodeError
 from ..redis_tier import RedisTier
