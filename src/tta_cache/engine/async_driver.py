@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..exceptions import BackendError
 from ..middleware import FLOW_STATE
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, Step
+from .deferral import private_flow
 from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
@@ -141,6 +142,8 @@ class AsyncDriver:
                 return value
             if read is not None and (value := e.fast.peek(call)) is not MISSING:
                 return value  # a leader filled it while we read
+        if e.deferral.writing():  # for this caller alone (``deferral.py``)
+            return await self.arun(private_flow(e, call), e.bounds.abounded(call, compute))
         flight = flights.get(call.key)
         if flight is not None and flight.future is not None and joinable(flight):
             try:

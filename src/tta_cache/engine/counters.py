@@ -21,6 +21,9 @@ NAMES = (
     "refresh_errors",
     "compute_timeouts",
     "failovers",
+    "invalidations_deferred",
+    "invalidations_dropped",
+    "transaction_fills_skipped",
 )
 
 

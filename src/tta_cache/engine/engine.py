@@ -11,6 +11,7 @@ part                      what it owns
 ``leases.py``             leases across processes and their fill notices (I5)
 ``refresh.py``            background refresh and stale-if-error
 ``queue.py``              invalidations Redis has not taken yet (I8)
+``deferral.py``           invalidations held until their database transaction commits
 ``link.py``               the invalidation channel and Sentinel failover notices (I2)
 ``bounds.py``             ``hard_timeout`` and the engine's daemon threads
 ========================  ===================================================================
@@ -45,6 +46,7 @@ from .async_driver import AsyncDriver
 from .bounds import Bounds
 from .call import Call, Flow, Step
 from .counters import Counters
+from .deferral import Deferral, Holds, transaction_stats
 from .fast import FastPath
 from .flights import Flights
 from .leases import Leases
@@ -113,7 +115,9 @@ class Engine:
         )
         self.refresher = Refresher(self.flights, self.counters, clock, error_throttle)
         self.bounds = Bounds(self.counters)
-        self.queue = InvalidationQueue(self.versions, self.stats, self.rng)
+        self.holds = Holds(self.versions)
+        self.queue = InvalidationQueue(self.holds, self.stats, self.rng)
+        self.deferral = Deferral(self.holds, self.counters)
         self.link = ChannelLink(
             redis,
             self.channel,
@@ -295,6 +299,7 @@ class Engine:
             },
             "compute_timeouts": c["compute_timeouts"],
             "failovers": c["failovers"],
+            "transactions": transaction_stats(c),
             "breaker": {
                 "state": breaker.state.value,
                 "transitions": breaker.transitions,
@@ -335,6 +340,8 @@ class Engine:
             self.leases,
             self.refresher,
             self.bounds,
+            self.holds,
+            self.deferral,
             self.queue,
             self.link,
         ):

@@ -85,7 +85,7 @@ class FastPath:
         if e.chain or call.lock or e.redis is None:
             return None
         stamp = self.versions.snapshot(call.tags)
-        if stamp is None or call.key in e.queue.keys or not e.redis_usable():
+        if stamp is None or call.key in e.holds.keys or not e.redis_usable():
             return None
         e.link.ensure()
         return stamp

@@ -146,7 +146,7 @@ def load_flow(
                     flight.stamp = stamp
             entry: Entry | None = None
             verdict = Verdict.EXPIRED
-            if read.raw is not None and call.key not in e.queue.keys:
+            if read.raw is not None and call.key not in e.holds.keys:
                 entry = e.decode(read.raw, call.type_hint)
                 if entry is not None and entry.stamp == stamp and not versions.blocked(stamp):
                     fr = call.freshness
@@ -239,12 +239,16 @@ def stage_fill(
 ) -> tuple[bytes, int] | bool:
     """After a computation: count it, fill L1, and encode the Redis fill.
 
-    False: not cached (versions unknowable while Redis is down, or invalidated while
-    computing: I3); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
+    False: not cached (versions unknowable while Redis is down, invalidated while computing:
+    I3, or computed inside a database transaction that has written); True: cached in L1 only
+    (Redis not usable); else ``(payload, px)``.
     """
     e.stats.computed(took)
     e.refresher.recovered(call.key)
     if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
+        return False
+    if e.deferral.writing():  # it may have read rows not committed yet (``deferral.py``)
+        e.counters.add(transaction_fills_skipped=1)
         return False
     versions = e.versions
     gen = versions.gen

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..exceptions import BackendError
 from ..middleware import FLOW_STATE
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, Step
+from .deferral import private_flow
 from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
@@ -124,6 +125,8 @@ class SyncDriver:
             value, read = self.fast_read(call)
             if value is not MISSING:
                 return value
+        if e.deferral.writing():  # for this caller alone (``deferral.py``)
+            return self.run(private_flow(e, call), e.bounds.bounded(call, compute))
         with flights.lock:
             flight = table.get(call.key)
             if flight is None or not flights.joinable(flight):
