@@ -42,19 +42,22 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     from sqlalchemy import event
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
     from sqlalchemy.util import concurrency
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "tta_cache.sqlalchemy needs SQLAlchemy 2.x: pip install 'tta-cache[sqlalchemy]'"
     ) from exc
+try:  # asyncio sessions need greenlet; sync ones do not
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+except ImportError:  # pragma: no cover - exercised only without greenlet
+    AsyncSession = async_sessionmaker = None  # type: ignore[assignment,misc]
 
-from .engine.deferral import Transaction, commit_flow
+from .engine.deferral import Transaction, commit_flow, salvage
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import ORMExecuteState, UOWTransaction
@@ -112,7 +115,7 @@ class Binding:
     def written(self, session: Session | AsyncSession) -> None:
         """Tell the binding that ``session``'s transaction has written (a statement it cannot
         see, such as one run on ``session.connection()`` directly)."""
-        sync = session.sync_session if isinstance(session, AsyncSession) else session
+        sync = cast("Session", getattr(session, "sync_session", session))  # AsyncSession
         self._mark_written(sync)
 
     # ------------------------------------------------------------------ session state
@@ -174,15 +177,15 @@ class Binding:
         if not (found.committed or (found.committing and found.tx.parent is None)):
             self.engine.deferral.end(found.tx, committed=False)
             return
-        flow = commit_flow(self.engine, found.tx)
         try:
-            if concurrency.in_greenlet():  # an AsyncSession's: await on its event loop
-                _await(self.engine.arun(flow))
+            if _in_greenlet():  # an AsyncSession's: await on its event loop
+                _await(self.engine.arun(commit_flow(self.engine, found.tx)))
             else:
-                self.engine.run(flow)
+                self.engine.run(commit_flow(self.engine, found.tx))
         except Exception:
-            # Never out of a commit that succeeded; the holds are released by the flow.
+            # Never out of a commit that succeeded: queued for retry (I8), holds released.
             log.exception("tta-cache: sending the invalidations of a committed transaction")
+            salvage(self.engine, found.tx)
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         self._mark_written(session)
@@ -190,6 +193,17 @@ class Binding:
     def _do_orm_execute(self, state: ORMExecuteState) -> None:
         if not state.is_select:
             self._mark_written(state.session)
+
+
+def _in_greenlet() -> bool:
+    try:
+        return bool(concurrency.in_greenlet())
+    except ImportError:  # no greenlet installed: no AsyncSession either
+        return False
+
+
+def _is(value: Any, cls: type | None) -> bool:
+    return cls is not None and isinstance(value, cls)
 
 
 def _has_changes(session: Session) -> bool:
@@ -209,14 +223,18 @@ def bind(cache: Cache, session_factory: Any) -> Binding:
     :class:`Binding`; see the module docstring for what it changes.
     """
     target: Any
-    if isinstance(session_factory, async_sessionmaker):
+    if _is(session_factory, async_sessionmaker):
         base = session_factory.kw.get("sync_session_class")
         base = base or session_factory.class_.sync_session_class
         target = type(f"Bound{base.__name__}", (base,), {})
         session_factory.configure(sync_session_class=target)
-    elif isinstance(session_factory, AsyncSession):
+    elif _is(session_factory, AsyncSession):
         target = session_factory.sync_session
-    elif isinstance(session_factory, type) and issubclass(session_factory, AsyncSession):
+    elif (
+        AsyncSession is not None
+        and isinstance(session_factory, type)
+        and issubclass(session_factory, AsyncSession)
+    ):
         target = session_factory.sync_session_class
     elif isinstance(session_factory, (sessionmaker, Session)) or (
         isinstance(session_factory, type) and issubclass(session_factory, Session)

@@ -11,6 +11,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -348,3 +349,35 @@ def test_bind_takes_session_classes_and_instances(url: str) -> None:
         for target in (MySession, MyAsyncSession, MySession(engine)):
             bind(cache, target).unbind()
     engine.dispose()
+
+
+def test_a_send_that_fails_for_any_reason_after_the_commit_is_queued_not_lost(
+    redis_url: str, url: str, maker: sessionmaker[Session]
+) -> None:
+    broken = threading.Event()
+
+    def bump_breaks(op: Any, call_next: Any) -> Any:
+        if op.name == "bump" and not broken.is_set():
+            broken.set()
+            raise RuntimeError("a bug in a middleware")
+        return call_next()
+
+    ns = namespace()
+    with (
+        tc.Cache(redis_url, namespace=ns, middleware=[bump_breaks]) as cache,
+        redis.Redis.from_url(redis_url) as client,
+    ):
+        assert cache.wait_ready(10)
+        bind(cache, maker)
+        with maker.begin() as session:
+            set_version(session, 2)
+            cache.invalidate(tags=[TAG])
+        assert broken.is_set()
+        assert committed_version(url) == 2  # the commit was not failed by it
+        pause = threading.Event()
+        for _ in range(1000):  # the channel thread retries the queue
+            if client.exists(f"{ns}:tag:{TAG}") and not cache.engine.queued:
+                break
+            pause.wait(0.01)
+        assert client.exists(f"{ns}:tag:{TAG}")
+        assert not cache.engine.versions.pending

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +38,6 @@ from helpers.sqla import (
 from tta_cache.sqlalchemy import bind
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    bindir, why = find_postgres()
-    if bindir is None:
-        pytest.skip(f"PostgreSQL tests skipped: {why}")
-    with PostgresServer(bindir) as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Float, Integer, String, Text, create_engine, event
+from sqlalchemy import BigInteger, Float, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -59,8 +59,8 @@ class SessionRow(Base):
     user_id: Mapped[str] = mapped_column(String(64))
     scene: Mapped[str] = mapped_column(String(64))
     turn: Mapped[int] = mapped_column(Integer)
-    created_us: Mapped[int] = mapped_column(Integer)
-    version: Mapped[int] = mapped_column(Integer)
+    created_us: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigInteger)
     __mapper_args__ = {  # noqa: RUF012 - read once by the mapper
         "version_id_col": version,
         "version_id_generator": next_version,
@@ -75,7 +75,7 @@ class ChoiceRow(Base):
     choice_id: Mapped[str] = mapped_column(String(80))
     text: Mapped[str] = mapped_column(String(200))
     scene: Mapped[str] = mapped_column(String(64))
-    made_us: Mapped[int] = mapped_column(Integer)
+    made_us: Mapped[int] = mapped_column(BigInteger)
 
 
 class CharacterRow(Base):
@@ -86,7 +86,7 @@ class CharacterRow(Base):
     mood: Mapped[str] = mapped_column(String(64))
     trust: Mapped[float] = mapped_column(Float)
     memory: Mapped[str] = mapped_column(Text)  # JSON list of the last five memories
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
     __mapper_args__ = {  # noqa: RUF012 - read once by the mapper
         "version_id_col": version,
         "version_id_generator": next_version,
@@ -101,7 +101,7 @@ class EmotionRow(Base):
     emotion: Mapped[str] = mapped_column(String(32))
     intensity: Mapped[float] = mapped_column(Float)
     trigger: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
     __mapper_args__ = {  # noqa: RUF012 - read once by the mapper
         "version_id_col": version,
         "version_id_generator": next_version,
@@ -114,7 +114,7 @@ class ProgressRow(Base):
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     grounding: Mapped[float] = mapped_column(Float)
     achievements: Mapped[str] = mapped_column(Text)  # JSON list
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
     __mapper_args__ = {  # noqa: RUF012 - read once by the mapper
         "version_id_col": version,
         "version_id_generator": next_version,

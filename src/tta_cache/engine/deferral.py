@@ -38,7 +38,7 @@ from .raw import send_flow
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Deferral", "Holds", "Transaction", "commit_flow", "private_flow"]
+__all__ = ["Deferral", "Holds", "Transaction", "commit_flow", "private_flow", "salvage"]
 
 
 class Holds:
@@ -200,8 +200,19 @@ def commit_flow(e: Engine, tx: Transaction) -> Flow[None]:
     tags, keys = sent
     try:
         yield from send_flow(e, tags, keys, "ignore")
+    except BaseException:  # cancelled, or a bug: retried until Redis takes it (I8)
+        e.queue.add(tags, keys)
+        raise
     finally:
         e.holds.release(tags, keys)  # sent, or queued (the queue holds them now)
+
+
+def salvage(e: Engine, tx: Transaction) -> None:
+    """``tx`` committed but its :func:`commit_flow` could not run: queue what it held (I8)."""
+    sent = e.deferral.end(tx, committed=True)
+    if sent is not None:
+        e.queue.add(*sent)
+        e.holds.release(*sent)
 
 
 def private_flow(e: Engine, call: Call) -> Flow[Any]:
