@@ -1486,6 +1486,9 @@ class Engine:
                 "history": self.connection.breaker_history(),
             },
             "connection": self.connection.snapshot(),
+            "corrupt_keys_replaced": sum(
+                t.figures.corrupt_replaced for t in (self.redis, self.aredis) if t is not None
+            ),
         }
 
     # ------------------------------------------------------------------ lifecycle

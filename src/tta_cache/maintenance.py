@@ -48,7 +48,7 @@ from .codecs import Entry
 from .coherence import Message
 from .exceptions import BackendError, ConfigurationError, DecodeError
 from .keys import NAMESPACE_TAG, check_name, escape, tag
-from .redis_tier import RedisTier
+from .redis_tier import RedisTier, parse_version
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -265,13 +265,14 @@ class CacheInvalidationManager:
         return out
 
     def _versions(self, tier: RedisTier, entries: Iterable[_Scanned]) -> dict[str, int | None]:
-        """Current tag versions (absent: None) for every tag stamped on ``entries``."""
+        """Current tag versions for every tag stamped on ``entries`` (None: absent, or corrupt,
+        which the next read replaces by a larger one)."""
         tags = sorted({t for e in entries if e.entry is not None for t, _ in e.entry.stamp})
         if not tags:
             return {}
         tag_key = self.cache.engine.tag_key
         raws = tier.get_many([tag_key(t) for t in tags])
-        return {t: None if v is None else int(v) for t, v in zip(tags, raws, strict=True)}
+        return {t: parse_version(v) for t, v in zip(tags, raws, strict=True)}
 
     def _existing(self, tier: RedisTier, keys: Sequence[str]) -> set[str]:
         def run(client: Any) -> list[Any]:

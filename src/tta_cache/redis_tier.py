@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
+import re
+import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,43 +37,60 @@ from .exceptions import BackendError, BackendTimeout, ConfigurationError
 __all__ = [
     "FILL_LUA",
     "LEASE_READ_LUA",
+    "MAX_VERSION",
+    "NOT_AN_ENTRY",
+    "TOKEN",
     "AsyncRedisTier",
     "Lease",
     "Read",
     "RedisConfig",
     "RedisTier",
     "mask_url",
+    "parse_version",
 ]
 
 T = TypeVar("T")
 
 # Tag versions start at the server's clock in microseconds, so a version recreated after data loss
 # (restart, eviction, FLUSHDB, failover to an empty replica) is larger than any it replaces: stamps
-# taken before the loss can never match again, and "merge by max" stays right.
+# taken before the loss can never match again, and "merge by max" stays right. A key that holds no
+# valid version is corrupt and replaced the same way, and counted (the last element of the reply):
+# garbage, a sign, a leading zero, more than an int64 less one carries (one INCR more must still
+# fit the envelope's stamp), or another Redis type (GET fails with WRONGTYPE, hence pcall).
 _INIT = """
-local init = nil
+local fresh = nil
+local replaced = 0
+local function valid(v)
+  if type(v) ~= 'string' then return false end
+  if v == '0' then return true end
+  if #v > 19 or not string.find(v, '^[1-9]%d*$') then return false end
+  return #v < 19 or v < '9223372036854775807'
+end
 local function version(k, ttl)
-  local v = redis.call('GET', k)
-  if not v then
-    if not init then
-      local t = redis.call('TIME')
-      init = t[1] .. string.format('%06d', tonumber(t[2]))
-    end
-    redis.call('SET', k, init, 'EX', ttl)
-    return init
+  local v = redis.pcall('GET', k)
+  if valid(v) then
+    if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+    return v
   end
-  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
-  return v
+  if v then replaced = replaced + 1 end
+  if not fresh then
+    local t = redis.call('TIME')
+    fresh = t[1] .. string.format('%06d', tonumber(t[2]))
+  end
+  redis.call('SET', k, fresh, 'EX', ttl)
+  return fresh
 end
 """
 
-# KEYS: tag version keys. ARGV[1]: seconds a version must outlive. Returns the versions.
+# KEYS: tag version keys. ARGV[1]: seconds a version must outlive. Returns the versions, then the
+# number of corrupt keys replaced.
 VERSIONS_LUA = (
     _INIT
     + """
 local ttl = tonumber(ARGV[1])
 local out = {}
 for i, k in ipairs(KEYS) do out[i] = version(k, ttl) end
+out[#KEYS + 1] = replaced
 return out
 """
 )
@@ -79,6 +99,7 @@ return out
 # its closing brace); ARGV[4..]: the tags, one per key. Bumps every version and publishes the tags
 # and their new versions in the same atomic step, so subscribers see versions of one tag in
 # increasing order. In a cluster it runs once per tag key, each run publishing its own tag.
+# Returns the new versions, then the number of corrupt keys replaced.
 BUMP_LUA = (
     _INIT
     + """
@@ -93,6 +114,7 @@ for i, k in ipairs(KEYS) do
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"tags":' .. cjson.encode(names)
   .. ',"v":[' .. table.concat(out, ',') .. ']}')
+out[#KEYS + 1] = replaced
 return out
 """
 )
@@ -100,23 +122,81 @@ return out
 
 # KEYS: the entry key, its lease key. ARGV: token, lease ms, force ("1": the caller cannot use the
 # entry it finds, so take the lease even though the key exists). One round trip for a miss under
-# ``lock=True``: returns {entry or false, 1 if the lease was granted else 0, the holder or false}.
+# ``lock=True``: returns {entry or false, 1 if the lease was granted else 0, the holder or false,
+# 1 if a corrupt lease was replaced else 0}. An entry key of another type reads as '' (no envelope
+# is empty: an undecodable miss, which the fill's SET overwrites). A lease key that holds no token
+# (see ``TOKEN``) with an expiry, or another type, was not taken by a caller: it is taken over.
 LEASE_READ_LUA = """
-local v = redis.call('GET', KEYS[1])
-if v and ARGV[3] ~= '1' then return {v, 0, false} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {v, 1, ARGV[1]} end
-return {v, 0, redis.call('GET', KEYS[2])}
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then v = '' end
+if v and ARGV[3] ~= '1' then return {v, 0, false, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {v, 1, ARGV[1], 0} end
+local holder = redis.pcall('GET', KEYS[2])
+if type(holder) == 'string' and #holder <= 128 and string.find(holder, '^[%w%.:_%-]+$')
+    and redis.call('PTTL', KEYS[2]) > 0 then
+  return {v, 0, holder, 0}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {v, 1, ARGV[1], 1}
 """
 
 # KEYS: the lease key[, the entry key]. ARGV: token, channel, fill notice[, payload, px]. Writes the
-# entry (if given), releases the lease only if it still holds our token, and tells the waiters of
-# every process at once: a fill, a release and a wake-up in one round trip.
+# entry (if given; SET overwrites a key of any type), releases the lease only if it still holds our
+# token, and tells the waiters of every process at once: a fill, a release and a wake-up in one
+# round trip.
 FILL_LUA = """
 if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
+
+MAX_VERSION = 2**63 - 1
+"""The largest tag version an envelope's stamp carries (an int64)."""
+
+TOKEN = re.compile(rb"[A-Za-z0-9.:_\-]{1,128}")
+"""What a lease token is (as ``LEASE_READ_LUA`` checks it): a lease key holding anything else
+was not taken by a caller and is taken over."""
+
+NOT_AN_ENTRY = b""
+"""What an entry read returns for a key of another Redis type: no envelope is empty, so the engine
+counts it undecodable (a miss, ``decode_errors``) and the fill's SET overwrites it."""
+
+_VERSION = re.compile(rb"0|[1-9][0-9]{0,18}")
+
+log = logging.getLogger("tta_cache")
+
+
+def parse_version(raw: object) -> int | None:
+    """The tag version ``raw`` (a reply, or a version key's value) holds; None when it holds
+    none: absent, or corrupt (not a plain decimal integer, negative, beyond :data:`MAX_VERSION`)."""
+    if not isinstance(raw, bytes) or _VERSION.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if value <= MAX_VERSION else None
+
+
+def _versions_reply(reply: Any, count: int) -> tuple[tuple[int, ...], int]:
+    """The ``count`` versions of a :data:`VERSIONS_LUA` / :data:`BUMP_LUA` reply, and how many
+    corrupt keys the script replaced. A reply that holds anything else (it cannot, from these
+    scripts) is a BackendError: a fail-open miss, never a ValueError."""
+    if isinstance(reply, Exception):
+        raise reply
+    if not isinstance(reply, list) or len(reply) != count + 1:
+        raise BackendError(f"redis answered the versions script with {type(reply).__name__}")
+    versions = tuple(map(parse_version, reply[:count]))
+    if None in versions:
+        raise BackendError("redis answered the versions script with a value that is not one")
+    return versions, int(reply[count])  # type: ignore[return-value]
+
+
+def _entry_reply(reply: Any) -> bytes | None:
+    """An entry GET's reply: a key of another type (WRONGTYPE) reads as :data:`NOT_AN_ENTRY`."""
+    if isinstance(reply, redis.ResponseError):
+        if str(reply).startswith("WRONGTYPE"):
+            return NOT_AN_ENTRY
+        raise reply
+    return reply  # type: ignore[no-any-return]
 
 
 def _same_slot(a: str, b: str) -> bool:
@@ -125,9 +205,34 @@ def _same_slot(a: str, b: str) -> bool:
     return bool(key_slot(a.encode()) == key_slot(b.encode()))
 
 
-def _lease_reply(reply: Sequence[Any]) -> tuple[bytes | None, bool, str | None]:
-    raw, granted, holder = reply
-    return raw or None, bool(granted), holder.decode() if isinstance(holder, bytes) else holder
+LeaseReply = tuple[bytes | None, bool, str | None, int]  # entry, granted, holder, leases replaced
+
+
+def _lease_reply(reply: Any) -> LeaseReply:
+    if isinstance(reply, Exception):
+        raise reply
+    raw, granted, holder, replaced = reply
+    if isinstance(holder, bytes):
+        holder = holder.decode("utf-8", "replace")
+    return raw, bool(granted), holder, int(replaced)
+
+
+def _lease_apart(
+    key: str, lease: Lease, force: bool
+) -> Generator[tuple[Any, ...], Any, LeaseReply]:
+    """:data:`LEASE_READ_LUA` as separate commands, for a Cluster whose entry and lease keys lie
+    in different slots. Sans-IO: it yields commands and is sent their replies (an error reply as
+    the exception), so the sync and asyncio tiers run the same decisions."""
+    raw = _entry_reply((yield ("GET", key)))
+    if raw is not None and not force:
+        return raw, False, None, 0
+    if (yield ("SET", lease.key, lease.token, "NX", "PX", lease.ms)):
+        return raw, True, lease.token, 0
+    holder = yield ("GET", lease.key)
+    if isinstance(holder, bytes) and TOKEN.fullmatch(holder) and (yield ("PTTL", lease.key)) > 0:
+        return raw, False, holder.decode(), 0
+    yield ("SET", lease.key, lease.token, "PX", lease.ms)
+    return raw, True, lease.token, 1
 
 
 def _raise_first(replies: Iterable[Any]) -> None:
@@ -575,11 +680,44 @@ class Read:
     holder: str | None = None  # lease reads: the token of whoever holds it
 
 
+class TierFigures:
+    """Counters of one Redis tier for ``stats()``: the corrupt version and lease keys its
+    scripts replaced (each one logged)."""
+
+    __slots__ = ("_lock", "corrupt_replaced")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.corrupt_replaced = 0
+
+    def replaced(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self.corrupt_replaced += count
+            log.warning(
+                "tta-cache: %d Redis key(s) held neither a tag version nor a lease (corrupt);"
+                " replaced by fresh ones",
+                count,
+            )
+
+
 class _Base(Generic[T]):
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         self.cfg = cfg
         self.cluster = cfg.mode == "cluster"
         self._tag_ttl = tag_ttl
+        self.figures = TierFigures()
+
+    def _versions_of(self, reply: Any, count: int) -> tuple[int, ...]:
+        versions, replaced = _versions_reply(reply, count)
+        if replaced:
+            self.figures.replaced(replaced)
+        return versions
+
+    def _lease_of(self, reply: LeaseReply) -> LeaseReply:
+        if reply[3]:
+            self.figures.replaced(reply[3])
+        return reply
 
 
 class RedisTier(_Base[Any]):
@@ -598,16 +736,19 @@ class RedisTier(_Base[Any]):
     def get(self, key: str) -> bytes | None:
         """One GET (the engine's fast path for an L2 hit)."""
         with translated("GET"):
-            if self.lane is not None:
-                return self.lane.call("GET", key)  # type: ignore[no-any-return]
-            return self.client.get(key)  # type: ignore[no-any-return]
+            try:
+                if self.lane is not None:
+                    return self.lane.call("GET", key)  # type: ignore[no-any-return]
+                return self.client.get(key)  # type: ignore[no-any-return]
+            except redis.ResponseError as exc:
+                return _entry_reply(exc)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> Read:
         if not tag_keys:
             return Read(self.get(key), None)
         with translated("GET"):
             if self.cluster:
-                raw = self.client.get(key)
+                raw = self.get(key)
                 return Read(raw, self.versions(tag_keys))
             ttl = self._tag_ttl()
             if self.lane is not None:
@@ -618,7 +759,7 @@ class RedisTier(_Base[Any]):
                 pipe.evalsha(self._versions.sha, len(tag_keys), *tag_keys, ttl)
 
             raw, versions = self._pipeline(build)
-            return Read(raw, tuple(map(int, versions)))
+            return Read(_entry_reply(raw), self._versions_of(versions, len(tag_keys)))
 
     def _lane_read(self, key: str, tag_keys: Sequence[str], ttl: int) -> Read:
         assert self.lane is not None
@@ -627,8 +768,7 @@ class RedisTier(_Base[Any]):
         if isinstance(found, redis.exceptions.NoScriptError):  # Redis lost it: load, ask again
             self.client.script_load(self._versions.script)
             found = self.lane.call(*versions)
-        _raise_first((raw, found))
-        return Read(raw, tuple(map(int, found)))
+        return Read(_entry_reply(raw), self._versions_of(found, len(tag_keys)))
 
     def lease_read(self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool) -> Read:
         """:meth:`read`, taking the key's lease if the key is absent (or ``force``), in one round
@@ -640,10 +780,13 @@ class RedisTier(_Base[Any]):
                 if _same_slot(key, lease.key):
                     reply = _lease_reply(self._lease(keys=keys, args=args))
                 else:
-                    reply = self._lease_apart(key, lease, force)
-                return Read(reply[0], self.versions(tag_keys) if tag_keys else None, *reply[1:])
+                    reply = self._run(_lease_apart(key, lease, force))
+                raw, granted, holder, _ = self._lease_of(reply)
+                return Read(raw, self.versions(tag_keys) if tag_keys else None, granted, holder)
             if not tag_keys:
-                raw, granted, holder = _lease_reply(self._lease(keys=keys, args=args))
+                raw, granted, holder, _ = self._lease_of(
+                    _lease_reply(self._lease(keys=keys, args=args))
+                )
                 return Read(raw, None, granted, holder)
             ttl = self._tag_ttl()
 
@@ -652,34 +795,37 @@ class RedisTier(_Base[Any]):
                 pipe.evalsha(self._versions.sha, len(tag_keys), *tag_keys, ttl)
 
             reply, versions = self._pipeline(build)
-            raw, granted, holder = _lease_reply(reply)
-            return Read(raw, tuple(map(int, versions)), granted, holder)
+            raw, granted, holder, _ = self._lease_of(_lease_reply(reply))
+            return Read(raw, self._versions_of(versions, len(tag_keys)), granted, holder)
 
     def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
-        """Run a pipeline that calls scripts by EVALSHA. redis-py's own script objects would send
-        SCRIPT EXISTS first, a round trip more on every call; a script Redis lost (restart,
-        SCRIPT FLUSH) is loaded and the pipeline run again."""
+        """Run a pipeline that calls scripts by EVALSHA; error replies come back in place.
+        redis-py's own script objects would send SCRIPT EXISTS first, a round trip more on every
+        call; a script Redis lost (restart, SCRIPT FLUSH) is loaded and the pipeline run again."""
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
-            try:
-                return list(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in (self._versions, self._lease):
-                    self.client.script_load(script.script)
+            replies = list(pipe.execute(raise_on_error=False))
+            if attempt == 2 or not any(
+                isinstance(r, redis.exceptions.NoScriptError) for r in replies
+            ):
+                return replies
+            for script in (self._versions, self._lease):
+                self.client.script_load(script.script)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _lease_apart(
-        self, key: str, lease: Lease, force: bool
-    ) -> tuple[bytes | None, bool, str | None]:
-        raw = self.client.get(key)
-        if raw is not None and not force:
-            return raw, False, None
-        if self.client.set(lease.key, lease.token, nx=True, px=lease.ms):
-            return raw, True, lease.token
-        return _lease_reply((raw, 0, self.client.get(lease.key)))
+    def _run(self, steps: Generator[tuple[Any, ...], Any, T]) -> T:
+        """Run a sans-IO step generator (such as :func:`_lease_apart`) command by command."""
+        reply: Any = None
+        while True:
+            try:
+                command = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply = self.client.execute_command(*command)
+            except redis.ResponseError as exc:
+                reply = exc
 
     def fill(self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes) -> None:
         """Write the entry (unless ``payload`` is None), release the lease if it is still ours, and
@@ -698,8 +844,10 @@ class RedisTier(_Base[Any]):
         with translated("EVALSHA versions"):
             ttl = self._tag_ttl()
             if self.cluster:
-                return tuple(int(self._versions(keys=[k], args=[ttl])[0]) for k in tag_keys)
-            return tuple(map(int, self._versions(keys=list(tag_keys), args=[ttl])))
+                return tuple(
+                    self._versions_of(self._versions(keys=[k], args=[ttl]), 1)[0] for k in tag_keys
+                )
+            return self._versions_of(self._versions(keys=list(tag_keys), args=[ttl]), len(tag_keys))
 
     def write(self, key: str, payload: bytes, px: int) -> None:
         with translated("SET"):
@@ -747,12 +895,11 @@ class RedisTier(_Base[Any]):
             ttl = self._tag_ttl()
             if self.cluster:  # one slot per script: each run publishes its own tag
                 return tuple(
-                    int(self._bump(keys=[k], args=[ttl, channel, head, t])[0])
+                    self._versions_of(self._bump(keys=[k], args=[ttl, channel, head, t]), 1)[0]
                     for k, t in zip(tag_keys, tags, strict=True)
                 )
-            return tuple(
-                map(int, self._bump(keys=list(tag_keys), args=[ttl, channel, head, *tags]))
-            )
+            reply = self._bump(keys=list(tag_keys), args=[ttl, channel, head, *tags])
+            return self._versions_of(reply, len(tag_keys))
 
     def ping(self) -> bool:
         with translated("PING"):
@@ -821,9 +968,12 @@ class AsyncRedisTier(_Base[Any]):
     async def get(self, key: str) -> bytes | None:
         client = self.client
         with translated("GET"):
-            if client._tta_lane is not None:
-                return await client._tta_lane.call("GET", key)  # type: ignore[no-any-return]
-            return await client.get(key)  # type: ignore[no-any-return]
+            try:
+                if client._tta_lane is not None:
+                    return await client._tta_lane.call("GET", key)  # type: ignore[no-any-return]
+                return await client.get(key)  # type: ignore[no-any-return]
+            except redis.ResponseError as exc:
+                return _entry_reply(exc)
 
     async def read(self, key: str, tag_keys: Sequence[str]) -> Read:
         if not tag_keys:
@@ -831,7 +981,7 @@ class AsyncRedisTier(_Base[Any]):
         client = self.client
         with translated("GET"):
             if self.cluster:
-                raw = await client.get(key)
+                raw = await self.get(key)
                 return Read(raw, await self.versions(tag_keys))
             ttl = self._tag_ttl()
             script = client._tta_versions
@@ -842,15 +992,14 @@ class AsyncRedisTier(_Base[Any]):
                 if isinstance(found, redis.exceptions.NoScriptError):  # lost: load, ask again
                     await client.script_load(script.script)
                     found = await lane.call(*versions)
-                _raise_first((raw, found))
-                return Read(raw, tuple(map(int, found)))
+                return Read(_entry_reply(raw), self._versions_of(found, len(tag_keys)))
 
             def build(pipe: Any) -> None:
                 pipe.get(key)
                 pipe.evalsha(script.sha, len(tag_keys), *tag_keys, ttl)
 
             raw, found = await self._pipeline(client, build)
-            return Read(raw, tuple(map(int, found)))
+            return Read(_entry_reply(raw), self._versions_of(found, len(tag_keys)))
 
     async def lease_read(
         self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool
@@ -862,11 +1011,13 @@ class AsyncRedisTier(_Base[Any]):
                 if _same_slot(key, lease.key):
                     reply = _lease_reply(await client._tta_lease(keys=keys, args=args))
                 else:
-                    reply = await self._lease_apart(client, key, lease, force)
+                    reply = await self._run(client, _lease_apart(key, lease, force))
+                raw, granted, holder, _ = self._lease_of(reply)
                 versions = await self.versions(tag_keys) if tag_keys else None
-                return Read(reply[0], versions, *reply[1:])
+                return Read(raw, versions, granted, holder)
             if not tag_keys:
-                raw, granted, holder = _lease_reply(await client._tta_lease(keys=keys, args=args))
+                reply = _lease_reply(await client._tta_lease(keys=keys, args=args))
+                raw, granted, holder, _ = self._lease_of(reply)
                 return Read(raw, None, granted, holder)
             ttl = self._tag_ttl()
 
@@ -875,19 +1026,22 @@ class AsyncRedisTier(_Base[Any]):
                 pipe.evalsha(client._tta_versions.sha, len(tag_keys), *tag_keys, ttl)
 
             reply, versions = await self._pipeline(client, build)
-            raw, granted, holder = _lease_reply(reply)
-            return Read(raw, tuple(map(int, versions)), granted, holder)
+            raw, granted, holder, _ = self._lease_of(_lease_reply(reply))
+            return Read(raw, self._versions_of(versions, len(tag_keys)), granted, holder)
 
     @staticmethod
-    async def _lease_apart(
-        client: Any, key: str, lease: Lease, force: bool
-    ) -> tuple[bytes | None, bool, str | None]:
-        raw = await client.get(key)
-        if raw is not None and not force:
-            return raw, False, None
-        if await client.set(lease.key, lease.token, nx=True, px=lease.ms):
-            return raw, True, lease.token
-        return _lease_reply((raw, 0, await client.get(lease.key)))
+    async def _run(client: Any, steps: Generator[tuple[Any, ...], Any, T]) -> T:
+        """:meth:`RedisTier._run` with the asyncio client."""
+        reply: Any = None
+        while True:
+            try:
+                command = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply = await client.execute_command(*command)
+            except redis.ResponseError as exc:
+                reply = exc
 
     async def fill(
         self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes
@@ -910,11 +1064,11 @@ class AsyncRedisTier(_Base[Any]):
         for attempt in (1, 2):
             async with client.pipeline(transaction=False) as pipe:
                 build(pipe)
-                try:
-                    return list(await pipe.execute())
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
+                replies = list(await pipe.execute(raise_on_error=False))
+            if attempt == 2 or not any(
+                isinstance(r, redis.exceptions.NoScriptError) for r in replies
+            ):
+                return replies
             for script in (client._tta_versions, client._tta_lease):
                 await client.script_load(script.script)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -924,10 +1078,13 @@ class AsyncRedisTier(_Base[Any]):
         with translated("EVALSHA versions"):
             ttl = self._tag_ttl()
             if self.cluster:
-                return tuple(
-                    [int((await client._tta_versions(keys=[k], args=[ttl]))[0]) for k in tag_keys]
-                )
-            return tuple(map(int, await client._tta_versions(keys=list(tag_keys), args=[ttl])))
+                out: list[int] = []
+                for k in tag_keys:
+                    reply = await client._tta_versions(keys=[k], args=[ttl])
+                    out.extend(self._versions_of(reply, 1))
+                return tuple(out)
+            reply = await client._tta_versions(keys=list(tag_keys), args=[ttl])
+            return self._versions_of(reply, len(tag_keys))
 
     async def write(self, key: str, payload: bytes, px: int) -> None:
         client = self.client
@@ -981,10 +1138,11 @@ class AsyncRedisTier(_Base[Any]):
                 out: list[int] = []
                 for k, t in zip(tag_keys, tags, strict=True):
                     got = await client._tta_bump(keys=[k], args=[ttl, channel, head, t])
-                    out.append(int(got[0]))
+                    out.extend(self._versions_of(got, 1))
                 return tuple(out)
             args = [ttl, channel, head, *tags]
-            return tuple(map(int, await client._tta_bump(keys=list(tag_keys), args=args)))
+            reply = await client._tta_bump(keys=list(tag_keys), args=args)
+            return self._versions_of(reply, len(tag_keys))
 
     async def ping(self) -> bool:
         with translated("PING"):
