@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from .codecs import Codec, Entry
 from .coherence import FailoverWatch, Message, Subscriber, TagVersions
-from .exceptions import BackendError, ComputeTimeout, DecodeError
+from .exceptions import BackendError, ComputeTimeout, DecodeError, PoolTimeout
 from .health import ConnectionStats, HealthMonitor, probe
 from .keys import NAMESPACE_TAG, escape
 from .local import LocalEntry, LocalTier
@@ -52,6 +52,7 @@ from .redis_tier import (
     RedisTier,
     make_sentinel_clients,
     make_sync_client,
+    tier_figures,
 )
 from .stats import Stats
 
@@ -326,7 +327,7 @@ class Engine:
         """The fail-open policy: count, log, and raise only when asked to (I4)."""
         kind = type(exc.__cause__ or exc).__name__
         self.stats.error(kind)
-        if isinstance(exc, BackendError):
+        if isinstance(exc, BackendError) and not isinstance(exc, PoolTimeout):  # Redis's fault
             self.breaker.record_failure()
             self.connection.down(exc)
         log.warning("tta-cache %s failed (%s): %s; serving without it", what, kind, exc)
@@ -1486,9 +1487,7 @@ class Engine:
                 "history": self.connection.breaker_history(),
             },
             "connection": self.connection.snapshot(),
-            "corrupt_keys_replaced": sum(
-                t.figures.corrupt_replaced for t in (self.redis, self.aredis) if t is not None
-            ),
+            **tier_figures(self.redis, self.aredis),
         }
 
     # ------------------------------------------------------------------ lifecycle

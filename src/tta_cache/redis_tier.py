@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
+import math
 import os
+import queue
 import re
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -32,7 +36,7 @@ from redis.asyncio.retry import Retry as ARetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from .exceptions import BackendError, BackendTimeout, ConfigurationError
+from .exceptions import BackendError, BackendTimeout, CacheError, ConfigurationError, PoolTimeout
 
 __all__ = [
     "FILL_LUA",
@@ -45,8 +49,10 @@ __all__ = [
     "Read",
     "RedisConfig",
     "RedisTier",
+    "TierFigures",
     "mask_url",
     "parse_version",
+    "tier_figures",
 ]
 
 T = TypeVar("T")
@@ -280,9 +286,18 @@ class RedisConfig:
     op_timeout: float = 0.25
     connect_timeout: float | None = None
     max_connections: int = 50
-    pool_timeout: float = 1.0
+    # Seconds a caller waits for one of max_connections (a wait is this process's load, not Redis
+    # being slow, so not op_timeout): a healthy pool turns over in well under a millisecond, and a
+    # slow Redis opens the breaker, which frees the pool; only a pool that stopped turning over (a
+    # leak, a wedged loop) waits this long, and then a counted fail-open miss beats hanging.
+    pool_timeout: float = 10.0
     health_check_interval: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        timeout = self.pool_timeout
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"pool_timeout must be > 0 seconds, not {timeout!r}")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
@@ -309,6 +324,12 @@ class RedisConfig:
         query = parse_qs(parts.query)
         if "db" in query:
             db = int(query["db"][0])
+        if "pool_timeout" in query and "pool_timeout" not in overrides:
+            given = query["pool_timeout"][0]
+            try:
+                overrides["pool_timeout"] = float(given)
+            except ValueError:
+                raise ConfigurationError(f"pool_timeout must be seconds, not {given!r}") from None
         return cls(
             url=url,
             mode=mode,
@@ -347,25 +368,103 @@ def _aretry() -> ARetry:
     return ARetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
-def _blocking_pool(flavour: Any, cfg: RedisConfig, common: dict[str, Any]) -> Any:
+class _PoolExhausted(redis.ConnectionError):
+    """No connection came free within ``pool_timeout`` (translated into PoolTimeout). A redis-py
+    ConnectionError, so code that catches those (the channel thread's) still does."""
+
+
+class _WaitQueue(queue.LifoQueue[Any]):
+    """The sync blocking pool's queue of connections; times the checkouts that find it empty."""
+
+    def __init__(self, maxsize: int, figures: TierFigures) -> None:
+        super().__init__(maxsize)
+        self.figures = figures
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return super().get(block=False)
+        except queue.Empty:
+            if not block:
+                raise
+        started = self.figures.wait_started()
+        try:
+            conn = super().get(True, timeout)
+        except queue.Empty:
+            self.figures.wait_ended(started, timed_out=True)
+            raise _PoolExhausted(_exhausted(timeout)) from None
+        except BaseException:
+            self.figures.wait_ended(started)
+            raise
+        self.figures.wait_ended(started)
+        return conn
+
+
+class _AsyncWaitPool(aredis.BlockingConnectionPool):
+    """The asyncio blocking pool; times the checkouts that find every connection in use."""
+
+    figures: TierFigures
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.can_get_connection():
+            return await super().get_connection()  # type: ignore[no-untyped-call]
+        started = self.figures.wait_started()
+        try:
+            conn = await super().get_connection()  # type: ignore[no-untyped-call]
+        except redis.ConnectionError as exc:
+            timed_out = isinstance(exc.__cause__, asyncio.TimeoutError)
+            self.figures.wait_ended(started, timed_out=timed_out)
+            if timed_out:
+                raise _PoolExhausted(_exhausted(self.timeout)) from exc
+            raise
+        except BaseException:
+            self.figures.wait_ended(started)
+            raise
+        self.figures.wait_ended(started)
+        return conn
+
+
+_OUR_QUERY = frozenset({"pool_timeout"})  # URL query options read by RedisConfig.from_url
+
+
+def _exhausted(timeout: float | None) -> str:
+    return f"no pooled connection came free within pool_timeout ({timeout} s)"
+
+
+def _blocking_pool(
+    flavour: Any, cfg: RedisConfig, common: dict[str, Any], figures: TierFigures
+) -> Any:
     """A standalone blocking pool from ``flavour`` (``redis`` or ``redis.asyncio``): callers wait
-    up to ``pool_timeout`` for one of ``max_connections`` rather than fail at once."""
-    bounds = {"max_connections": cfg.max_connections, "timeout": cfg.pool_timeout}
-    if cfg.url.startswith("unix://"):
-        return flavour.BlockingConnectionPool.from_url(cfg.url, **bounds, **common)
-    host, port = cfg.address
-    return flavour.BlockingConnectionPool(
-        host=host,
-        port=port,
-        db=cfg.db,
-        connection_class=flavour.SSLConnection if cfg.ssl else flavour.Connection,
-        **bounds,
-        **common,
-    )
+    up to ``pool_timeout`` for one of ``max_connections`` rather than fail at once, and the
+    waits are counted in ``figures``."""
+    bounds: dict[str, Any] = {"max_connections": cfg.max_connections, "timeout": cfg.pool_timeout}
+    if flavour is redis:
+        cls: Any = redis.BlockingConnectionPool
+        bounds["queue_class"] = functools.partial(_WaitQueue, figures=figures)
+    else:
+        cls = _AsyncWaitPool
+    if cfg.url.startswith("unix://"):  # redis-py parses the socket path and db; not our options
+        path, _, query = cfg.url.partition("?")
+        theirs = urlencode([(k, v) for k, v in parse_qsl(query) if k not in _OUR_QUERY])
+        pool = cls.from_url(f"{path}?{theirs}" if theirs else path, **bounds, **common)
+    else:
+        host, port = cfg.address
+        pool = cls(
+            host=host,
+            port=port,
+            db=cfg.db,
+            connection_class=flavour.SSLConnection if cfg.ssl else flavour.Connection,
+            **bounds,
+            **common,
+        )
+    pool.figures = figures
+    return pool
 
 
-def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> Any:
-    """A redis-py client for ``cfg`` (``op_timeout`` overrides the socket timeout, for pub/sub)."""
+def make_sync_client(
+    cfg: RedisConfig, *, op_timeout: float | None = None, figures: TierFigures | None = None
+) -> Any:
+    """A redis-py client for ``cfg`` (``op_timeout`` overrides the socket timeout, for pub/sub;
+    ``figures`` counts its pool waits)."""
     common = cfg._common()
     if op_timeout is not None:
         common["socket_timeout"] = op_timeout
@@ -392,7 +491,8 @@ def make_sync_client(cfg: RedisConfig, *, op_timeout: float | None = None) -> An
         return sentinel.master_for(  # type: ignore[no-untyped-call]
             cfg.service_name, db=cfg.db, ssl=cfg.ssl, retry=_retry(), **common
         )
-    return redis.Redis(connection_pool=_blocking_pool(redis, cfg, common), retry=_retry())
+    pool = _blocking_pool(redis, cfg, common, figures or TierFigures())
+    return redis.Redis(connection_pool=pool, retry=_retry())
 
 
 def make_sentinel_clients(cfg: RedisConfig) -> Callable[[], Any]:
@@ -412,7 +512,7 @@ def make_sentinel_clients(cfg: RedisConfig) -> Callable[[], Any]:
     return make
 
 
-def make_async_client(cfg: RedisConfig) -> Any:
+def make_async_client(cfg: RedisConfig, *, figures: TierFigures | None = None) -> Any:
     """A ``redis.asyncio`` client for ``cfg``; bound to the running event loop by its user."""
     common = cfg._common()
     if cfg.mode == "cluster":
@@ -432,7 +532,8 @@ def make_async_client(cfg: RedisConfig) -> Any:
             sentinel_kwargs={"socket_timeout": cfg.op_timeout},
         )
         return sentinel.master_for(cfg.service_name, db=cfg.db, ssl=cfg.ssl, **common)
-    return aredis.Redis(connection_pool=_blocking_pool(aredis, cfg, common), retry=_aretry())
+    pool = _blocking_pool(aredis, cfg, common, figures or TierFigures())
+    return aredis.Redis(connection_pool=pool, retry=_aretry())
 
 
 def _packed(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
@@ -652,8 +753,10 @@ class translated:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if exc is None:
+        if exc is None or isinstance(exc, CacheError):
             return
+        if isinstance(exc, _PoolExhausted):
+            raise PoolTimeout(str(exc)) from None
         if isinstance(exc, (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)):
             raise BackendTimeout(f"redis {self.op} timed out") from exc
         if isinstance(exc, (redis.RedisError, OSError)):
@@ -681,14 +784,28 @@ class Read:
 
 
 class TierFigures:
-    """Counters of one Redis tier for ``stats()``: the corrupt version and lease keys its
-    scripts replaced (each one logged)."""
+    """Counters of one Redis tier for ``stats()``: the corrupt version and lease keys its scripts
+    replaced (each logged), and the checkouts that waited for a pooled connection: how many
+    (``pool_waits``), how long, how many ran out of ``pool_timeout``, how many wait now."""
 
-    __slots__ = ("_lock", "corrupt_replaced")
+    __slots__ = (
+        "_lock",
+        "corrupt_replaced",
+        "pool_timeouts",
+        "pool_wait_max",
+        "pool_wait_seconds",
+        "pool_waiting",
+        "pool_waits",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.corrupt_replaced = 0
+        self.pool_waits = 0
+        self.pool_timeouts = 0
+        self.pool_waiting = 0
+        self.pool_wait_seconds = 0.0
+        self.pool_wait_max = 0.0
 
     def replaced(self, count: int) -> None:
         if count:
@@ -699,6 +816,36 @@ class TierFigures:
                 " replaced by fresh ones",
                 count,
             )
+
+    def wait_started(self) -> float:
+        with self._lock:
+            self.pool_waiting += 1
+        return time.perf_counter()
+
+    def wait_ended(self, started: float, *, timed_out: bool = False) -> None:
+        took = time.perf_counter() - started
+        with self._lock:
+            self.pool_waiting -= 1
+            self.pool_waits += 1
+            self.pool_timeouts += timed_out
+            self.pool_wait_seconds += took
+            self.pool_wait_max = max(self.pool_wait_max, took)
+
+
+def tier_figures(*tiers: RedisTier | AsyncRedisTier | None) -> dict[str, Any]:
+    """``corrupt_keys_replaced`` and ``pool`` (waits, timeouts, waiting, wait_seconds,
+    max_wait_seconds) of the sync and asyncio tiers together, for ``stats()``."""
+    figures = [t.figures for t in tiers if t is not None]
+    return {
+        "corrupt_keys_replaced": sum(f.corrupt_replaced for f in figures),
+        "pool": {
+            "waits": sum(f.pool_waits for f in figures),
+            "timeouts": sum(f.pool_timeouts for f in figures),
+            "waiting": sum(f.pool_waiting for f in figures),
+            "wait_seconds": sum(f.pool_wait_seconds for f in figures),
+            "max_wait_seconds": max((f.pool_wait_max for f in figures), default=0.0),
+        },
+    }
 
 
 class _Base(Generic[T]):
@@ -725,7 +872,7 @@ class RedisTier(_Base[Any]):
 
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         super().__init__(cfg, tag_ttl)
-        self.client = make_sync_client(cfg)
+        self.client = make_sync_client(cfg, figures=self.figures)
         lane = min(8, cfg.max_connections // 4)  # never enough to starve the pool's other users
         self.lane = None if self.cluster or not lane else Lane(self.client.connection_pool, lane)
         self._versions = self.client.register_script(VERSIONS_LUA)
@@ -954,7 +1101,7 @@ class AsyncRedisTier(_Base[Any]):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = make_async_client(self.cfg)
+            client = make_async_client(self.cfg, figures=self.figures)
             client._tta_versions = client.register_script(VERSIONS_LUA)
             client._tta_bump = client.register_script(BUMP_LUA)
             client._tta_lease = client.register_script(LEASE_READ_LUA)

@@ -89,8 +89,10 @@ def test_raw_access_and_async_calls_work(topology_url: str) -> None:
 async def test_a_unix_socket_url_serves_sync_and_async(tmp_path: Path) -> None:
     sock = tmp_path / "redis.sock"
     with RedisServer("--unixsocket", str(sock), "--unixsocketperm", "700") as server:
-        cache = tc.Cache(f"unix://{sock}?db=0", namespace="unix")
+        cache = tc.Cache(f"unix://{sock}?db=0&pool_timeout=3", namespace="unix")
         try:
+            assert cache.engine.redis is not None
+            assert cache.engine.redis.cfg.pool_timeout == 3  # ours, not handed to redis-py
 
             @cache.cached(ttl=60)
             def square(n: int) -> int:
