@@ -31,7 +31,7 @@ from .health import ConnectionStats
 from .keys import NAMESPACE_TAG, check_name, tag
 from .middleware import Middleware
 from .policy import CircuitBreaker, Freshness
-from .redis_tier import RedisConfig, mask_url
+from .tiers import RedisConfig, mask_url
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from .cache import Cache
 from .exceptions import BackendError, ConfigurationError
-from .redis_tier import mask_url
+from .tiers import mask_url
 
 __all__ = [
     "EXIT_CONFIRM",

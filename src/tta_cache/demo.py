@@ -41,7 +41,7 @@ from typing import Any
 from .cache import DEFAULT_TTL, Cache
 from .embedded import EmbeddedRedis
 from .exceptions import BackendError
-from .redis_tier import RedisConfig, make_sync_client, mask_url, translated
+from .tiers import RedisConfig, make_sync_client, mask_url, translated
 from .tta.models import (
     CharacterState,
     EmotionalState,

@@ -31,7 +31,6 @@ from .coherence import FailoverWatch, Message, Subscriber, TagVersions
 from .exceptions import BackendError, ComputeTimeout, DecodeError, PoolTimeout
 from .health import ConnectionStats, HealthMonitor, probe
 from .keys import NAMESPACE_TAG, escape
-from .local import LocalEntry, LocalTier
 from .middleware import FLOW_STATE, Chain, Middleware, Operation
 from .policy import (
     BreakerState,
@@ -44,9 +43,12 @@ from .policy import (
     redis_ttl_ms,
     retry_due,
 )
-from .redis_tier import (
+from .stats import Stats
+from .tiers import (
     AsyncRedisTier,
     Lease,
+    LocalEntry,
+    LocalTier,
     Read,
     RedisConfig,
     RedisTier,
@@ -54,7 +56,6 @@ from .redis_tier import (
     make_sync_client,
     tier_figures,
 )
-from .stats import Stats
 
 __all__ = ["Call", "Engine", "Flight", "LeaseWait", "Loaded"]
 

@@ -14,8 +14,8 @@
     ├── LeaseTimeout (TimeoutError)          waited ``lock_timeout`` for another holder's fill
     └── ComputeTimeout (TimeoutError)        the decorated function exceeded its ``hard_timeout``
 
-Redis errors are translated into :class:`BackendError` in one place (``redis_tier``); callers of a
-decorated function only see one when ``on_error="raise"``.
+Redis errors are translated into :class:`BackendError` in one place (``tiers.redis.errors``);
+callers of a decorated function only see one when ``on_error="raise"``.
 """
 
 from __future__ import annotations

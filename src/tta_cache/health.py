@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import BackendError
 from .policy import BreakerState
-from .redis_tier import mask_url
+from .tiers import mask_url
 
 if TYPE_CHECKING:
     from .cache import Cache

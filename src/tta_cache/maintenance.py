@@ -48,7 +48,7 @@ from .codecs import Entry
 from .coherence import Message
 from .exceptions import BackendError, ConfigurationError, DecodeError
 from .keys import NAMESPACE_TAG, check_name, escape, tag
-from .redis_tier import RedisTier, parse_version
+from .tiers import RedisTier, parse_version
 
 if TYPE_CHECKING:
     from .cache import Cache

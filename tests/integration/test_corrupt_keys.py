@@ -36,7 +36,7 @@ from helpers.procs import (
 from helpers.redis_server import RedisClusterServers, RedisServer
 from tta_cache.keys import NAMESPACE_TAG
 from tta_cache.maintenance import CacheInvalidationManager
-from tta_cache.redis_tier import RedisConfig, RedisTier
+from tta_cache.tiers import RedisConfig, RedisTier
 
 NS = "bad"
 MakeCache = Callable[..., tc.Cache]

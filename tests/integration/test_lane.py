@@ -18,7 +18,7 @@ import pytest
 import tta_cache as tc
 from helpers.redis_server import RedisServer
 from tta_cache.exceptions import BackendError
-from tta_cache.redis_tier import NOT_AN_ENTRY, AsyncRedisTier, Lane, RedisConfig, RedisTier
+from tta_cache.tiers import NOT_AN_ENTRY, AsyncRedisTier, Lane, RedisConfig, RedisTier
 
 
 @pytest.fixture

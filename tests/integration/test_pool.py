@@ -19,7 +19,7 @@ import tta_cache as tc
 from helpers.caches import aclose_all
 from helpers.redis_server import RedisServer
 from tta_cache.exceptions import ConfigurationError, PoolTimeout
-from tta_cache.redis_tier import RedisConfig
+from tta_cache.tiers import RedisConfig
 
 THREADS = 64
 READS = 200

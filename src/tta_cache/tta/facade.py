@@ -33,7 +33,7 @@ from tta_cache.health import probe
 from tta_cache.keys import tag
 from tta_cache.maintenance import CacheInvalidationManager, state_key
 from tta_cache.policy import BreakerState, CircuitBreaker
-from tta_cache.redis_tier import mask_url
+from tta_cache.tiers import mask_url
 
 from .models import (
     CharacterState,
