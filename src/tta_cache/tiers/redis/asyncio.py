@@ -1,5 +1,9 @@
 """The asyncio Redis tier: the engine's Redis operations on one ``redis.asyncio`` client per
-running event loop (those clients are loop-bound)."""
+running event loop (those clients are loop-bound).
+
+What to send and how to read the replies is decided in :mod:`.commands`, :mod:`.replies` and
+:mod:`.base`, shared with :mod:`.sync`; this module only sends and awaits.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,25 @@ from typing import Any, TypeVar
 
 import redis
 
+from . import commands, replies
 from .base import TierBase
 from .clients import make_async_client
+from .commands import Command, Lease
 from .config import RedisConfig
 from .errors import translated
 from .lane import AsyncLane
 from .pools import pool_usage
-from .replies import Lease, Read, entry_reply, lease_apart, lease_reply, same_slot
-from .scripts import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
+from .replies import Read
+from .scripts import PIPELINED, Scripts
 
 __all__ = ["AsyncRedisTier"]
 
 T = TypeVar("T")
 
 
-class AsyncRedisTier(TierBase[Any]):
-    """The asyncio twin, one client per running event loop (redis.asyncio clients are loop-bound).
-
-    Only I/O differs from :class:`RedisTier`; every decision lives in the engine's flow.
-    """
+class AsyncRedisTier(TierBase):
+    """The asyncio twin of :class:`~.sync.RedisTier`, one client per running event loop; a
+    client carries its scripts (``_tta_scripts``) and its lane (``_tta_lane``)."""
 
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         super().__init__(cfg, tag_ttl)
@@ -43,13 +47,9 @@ class AsyncRedisTier(TierBase[Any]):
         client = self._clients.get(loop)
         if client is None:
             client = make_async_client(self.cfg, figures=self.figures)
-            client._tta_versions = client.register_script(VERSIONS_LUA)
-            client._tta_bump = client.register_script(BUMP_LUA)
-            client._tta_lease = client.register_script(LEASE_READ_LUA)
-            client._tta_fill = client.register_script(FILL_LUA)
-            size = min(8, self.cfg.max_connections // 4)
-            lane = None if self.cluster or not size else AsyncLane(client.connection_pool, size)
-            client._tta_lane = lane
+            client._tta_scripts = Scripts.register(client)
+            size = self.lane_size
+            client._tta_lane = AsyncLane(client.connection_pool, size) if size else None
             self._clients[loop] = client
         return client
 
@@ -61,65 +61,53 @@ class AsyncRedisTier(TierBase[Any]):
                     return await client._tta_lane.call("GET", key)  # type: ignore[no-any-return]
                 return await client.get(key)  # type: ignore[no-any-return]
             except redis.ResponseError as exc:
-                return entry_reply(exc)
+                return replies.entry_reply(exc)
 
     async def read(self, key: str, tag_keys: Sequence[str]) -> Read:
         if not tag_keys:
             return Read(await self.get(key), None)
-        client = self.client
         with translated("GET"):
             if self.cluster:
-                raw = await self.get(key)
-                return Read(raw, await self.versions(tag_keys))
-            ttl = self._tag_ttl()
-            script = client._tta_versions
-            lane = client._tta_lane
-            if lane is not None:
-                versions = ("EVALSHA", script.sha, len(tag_keys), *tag_keys, ttl)
-                raw, found = await lane.pipeline(("GET", key), versions)
-                if isinstance(found, redis.exceptions.NoScriptError):  # lost: load, ask again
-                    await client.script_load(script.script)
-                    found = await lane.call(*versions)
-                return Read(entry_reply(raw), self._versions_of(found, len(tag_keys)))
-
-            def build(pipe: Any) -> None:
-                pipe.get(key)
-                pipe.evalsha(script.sha, len(tag_keys), *tag_keys, ttl)
-
-            raw, found = await self._pipeline(client, build)
-            return Read(entry_reply(raw), self._versions_of(found, len(tag_keys)))
+                return Read(await self.get(key), await self.versions(tag_keys))
+            got = await self._send(commands.read_commands(key, tag_keys, self._tag_ttl()))
+            return self._read_of(got, len(tag_keys))
 
     async def lease_read(
         self, key: str, tag_keys: Sequence[str], lease: Lease, force: bool
     ) -> Read:
-        client = self.client
-        keys, args = [key, lease.key], [lease.token, lease.ms, "1" if force else "0"]
         with translated("EVALSHA lease"):
-            if self.cluster:
-                if same_slot(key, lease.key):
-                    reply = lease_reply(await client._tta_lease(keys=keys, args=args))
-                else:
-                    reply = await self._run(client, lease_apart(key, lease, force))
-                raw, granted, holder, _ = self._lease_of(reply)
-                versions = await self.versions(tag_keys) if tag_keys else None
-                return Read(raw, versions, granted, holder)
-            if not tag_keys:
-                reply = lease_reply(await client._tta_lease(keys=keys, args=args))
-                raw, granted, holder, _ = self._lease_of(reply)
-                return Read(raw, None, granted, holder)
-            ttl = self._tag_ttl()
+            if not self.cluster:
+                sent = commands.lease_read_commands(key, tag_keys, self._tag_ttl(), lease, force)
+                return self._lease_read_of(await self._send(sent), len(tag_keys))
+            if self._apart(key, lease):
+                reply = await self._run(replies.lease_apart(key, lease, force))
+            else:
+                keys, args = lease.script_args(key, force)
+                script = self.client._tta_scripts.lease_read
+                reply = replies.lease_reply(await script(keys=keys, args=args))
+            return self._leased(reply, await self.versions(tag_keys) if tag_keys else None)
 
-            def build(pipe: Any) -> None:
-                pipe.evalsha(client._tta_lease.sha, len(keys), *keys, *args)
-                pipe.evalsha(client._tta_versions.sha, len(tag_keys), *tag_keys, ttl)
+    async def _send(self, sent: Sequence[Command]) -> list[Any]:
+        """:meth:`RedisTier._send`; ``async with`` resets a failed pipeline, so its connection
+        goes back to the pool."""
+        client = self.client
+        for attempt in (1, 2):
+            if client._tta_lane is not None:
+                got = await client._tta_lane.pipeline(*sent)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for command in sent:
+                        pipe.execute_command(*command)
+                    got = list(await pipe.execute(raise_on_error=False))
+            if attempt == 2 or not replies.lost_script(got):
+                return got  # type: ignore[no-any-return]
+            for script in PIPELINED:
+                await client.script_load(script)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-            reply, versions = await self._pipeline(client, build)
-            raw, granted, holder, _ = self._lease_of(lease_reply(reply))
-            return Read(raw, self._versions_of(versions, len(tag_keys)), granted, holder)
-
-    @staticmethod
-    async def _run(client: Any, steps: Generator[tuple[Any, ...], Any, T]) -> T:
+    async def _run(self, steps: Generator[Command, Any, T]) -> T:
         """:meth:`RedisTier._run` with the asyncio client."""
+        client = self.client
         reply: Any = None
         while True:
             try:
@@ -135,44 +123,20 @@ class AsyncRedisTier(TierBase[Any]):
         self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes
     ) -> None:
         client = self.client
-        release = [lease.token, lease.channel, notice]
+        first, keys, args = self._fill_plan(key, payload, px, lease, notice)
         with translated("EVALSHA fill"):
-            if payload is None:
-                await client._tta_fill(keys=[lease.key], args=release)
-            elif self.cluster and not same_slot(key, lease.key):
-                await client.set(key, payload, px=px)
-                await client._tta_fill(keys=[lease.key], args=release)
-            else:
-                await client._tta_fill(keys=[lease.key, key], args=[*release, payload, px])
-
-    @staticmethod
-    async def _pipeline(client: Any, build: Callable[[Any], None]) -> list[Any]:
-        """:meth:`RedisTier._pipeline`; ``async with`` resets a failed pipeline, so its
-        connection goes back to the pool."""
-        for attempt in (1, 2):
-            async with client.pipeline(transaction=False) as pipe:
-                build(pipe)
-                replies = list(await pipe.execute(raise_on_error=False))
-            if attempt == 2 or not any(
-                isinstance(r, redis.exceptions.NoScriptError) for r in replies
-            ):
-                return replies
-            for script in (client._tta_versions, client._tta_lease):
-                await client.script_load(script.script)
-        raise AssertionError("unreachable")  # pragma: no cover
+            if first is not None:
+                await client.execute_command(*first)
+            await client._tta_scripts.fill(keys=keys, args=args)
 
     async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
-        client = self.client
+        script = self.client._tta_scripts.versions
         with translated("EVALSHA versions"):
             ttl = self._tag_ttl()
-            if self.cluster:
-                out: list[int] = []
-                for k in tag_keys:
-                    reply = await client._tta_versions(keys=[k], args=[ttl])
-                    out.extend(self._versions_of(reply, 1))
-                return tuple(out)
-            reply = await client._tta_versions(keys=list(tag_keys), args=[ttl])
-            return self._versions_of(reply, len(tag_keys))
+            out: list[int] = []
+            for keys, _ in self._runs(tag_keys):
+                out += self._versions_of(await script(keys=keys, args=[ttl]), len(keys))
+            return tuple(out)
 
     async def write(self, key: str, payload: bytes, px: int) -> None:
         client = self.client
@@ -193,44 +157,28 @@ class AsyncRedisTier(TierBase[Any]):
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         with translated("SET"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, payload, px in items:
-                    pipe.set(key, payload, px=px)
-                await pipe.execute()
+            replies.raise_first(await self._send(commands.set_commands(items)))
 
     async def delete(
         self, keys: Sequence[str], channel: str | None = None, message: bytes = b""
     ) -> int:
-        client = self.client
         with translated("DEL"):
             if self.cluster:
-                n = 0
-                for k in keys:
-                    n += int(await client.delete(k))
-                if channel:
-                    await client.publish(channel, message)
-                return n
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.delete(*keys)
-                if channel:
-                    pipe.publish(channel, message)
-                return int((await pipe.execute())[0])
+                return await self._run(replies.delete_apart(keys, channel, message))
+            sent = commands.delete_commands(keys, channel, message)
+            return replies.deleted(await self._send(sent))
 
     async def bump(
         self, tag_keys: Sequence[str], tags: Sequence[str], channel: str, head: str
     ) -> tuple[int, ...]:
-        client = self.client
+        script = self.client._tta_scripts.bump
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
-            if self.cluster:
-                out: list[int] = []
-                for k, t in zip(tag_keys, tags, strict=True):
-                    got = await client._tta_bump(keys=[k], args=[ttl, channel, head, t])
-                    out.extend(self._versions_of(got, 1))
-                return tuple(out)
-            args = [ttl, channel, head, *tags]
-            reply = await client._tta_bump(keys=list(tag_keys), args=args)
-            return self._versions_of(reply, len(tag_keys))
+            out: list[int] = []
+            for keys, names in self._runs(tag_keys, tags):
+                reply = await script(keys=keys, args=[ttl, channel, head, *names])
+                out += self._versions_of(reply, len(keys))
+            return tuple(out)
 
     async def ping(self) -> bool:
         with translated("PING"):

@@ -48,9 +48,10 @@ class RedisConfig:
     connect_timeout: float | None = None
     max_connections: int = 50
     # Seconds a caller waits for one of max_connections (a wait is this process's load, not Redis
-    # being slow, so not op_timeout): a healthy pool turns over in well under a millisecond, and a
-    # slow Redis opens the breaker, which frees the pool; only a pool that stopped turning over (a
-    # leak, a wedged loop) waits this long, and then a counted fail-open miss beats hanging.
+    # being slow, so not op_timeout). redis-py's pool is not fair: 64 threads on 4 connections on
+    # a busy 2-core machine saw single waits of up to a second; a slow Redis opens the breaker,
+    # which frees the pool. Only a pool that stopped turning over (a leak, a wedged loop) waits
+    # this long, and then a counted fail-open miss beats hanging. See docs/operations.md.
     pool_timeout: float = 10.0
     health_check_interval: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)

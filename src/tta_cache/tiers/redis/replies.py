@@ -1,32 +1,36 @@
-"""What the Redis tier asks and what Redis answers: the pure decisions both drivers share.
+"""What Redis answers, read once for the sync and asyncio tiers: :class:`Read`, and the parsers.
 
-:class:`Lease` and :class:`Read` are what the engine passes in and gets back. The parsers turn
-replies into them without trusting the data: a tag version that is not one, an entry key of another
-Redis type, a lease holder that is not a token are never an exception escaping to a caller. The
-Cluster lease read whose keys lie in different slots is a sans-IO generator both tiers run.
+They do not trust the data: a tag version that is not one, an entry key of another Redis type, a
+lease holder that is not a token never become an exception escaping to a caller. The Cluster
+operations that take several commands one after the other (a lease whose key lies in another slot
+than its entry, a delete of keys in many slots) are sans-IO generators both tiers run: they yield
+commands and are sent the replies (an error reply as the exception).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from ...exceptions import BackendError
+from .commands import Command, Lease
 
 __all__ = [
     "MAX_VERSION",
     "NOT_AN_ENTRY",
     "TOKEN",
-    "Lease",
     "LeaseReply",
     "Read",
+    "delete_apart",
+    "deleted",
     "entry_reply",
     "lease_apart",
     "lease_reply",
+    "lost_script",
     "parse_version",
     "raise_first",
     "same_slot",
@@ -97,10 +101,10 @@ def lease_reply(reply: Any) -> LeaseReply:
     return raw, bool(granted), holder, int(replaced)
 
 
-def lease_apart(key: str, lease: Lease, force: bool) -> Generator[tuple[Any, ...], Any, LeaseReply]:
-    """:data:`LEASE_READ_LUA` as separate commands, for a Cluster whose entry and lease keys lie
-    in different slots. Sans-IO: it yields commands and is sent their replies (an error reply as
-    the exception), so the sync and asyncio tiers run the same decisions."""
+def lease_apart(key: str, lease: Lease, force: bool) -> Generator[Command, Any, LeaseReply]:
+    """:data:`~.scripts.LEASE_READ_LUA` as separate commands, for a Cluster whose entry and lease
+    keys lie in different slots (not atomic: a fill landing between the GET and the SET NX costs
+    one extra computation, never a wrong value)."""
     raw = entry_reply((yield ("GET", key)))
     if raw is not None and not force:
         return raw, False, None, 0
@@ -113,20 +117,35 @@ def lease_apart(key: str, lease: Lease, force: bool) -> Generator[tuple[Any, ...
     return raw, True, lease.token, 1
 
 
+def delete_apart(
+    keys: Sequence[str], channel: str | None, message: bytes
+) -> Generator[Command, Any, int]:
+    """:func:`~.commands.delete_commands` for a Cluster: one DEL per key (each in its slot)."""
+    count = 0
+    for key in keys:
+        reply = yield ("DEL", key)
+        raise_first((reply,))
+        count += int(reply)
+    if channel:
+        raise_first(((yield ("PUBLISH", channel, message)),))
+    return count
+
+
+def deleted(replies: Sequence[Any]) -> int:
+    """How many keys the replies of :func:`~.commands.delete_commands` say were deleted."""
+    raise_first(replies)
+    return int(replies[0])
+
+
+def lost_script(replies: Iterable[Any]) -> bool:
+    """Whether Redis lost a script the replies called (a restart, SCRIPT FLUSH, a failover)."""
+    return any(isinstance(r, redis.exceptions.NoScriptError) for r in replies)
+
+
 def raise_first(replies: Iterable[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A caller's claim on computing one entry across processes (``lock=True``)."""
-
-    key: str  # the lease key: the entry key + ":lease"
-    token: str  # who holds it; only its holder's token releases it
-    ms: int  # how long it lives unless released (``lock_timeout``): a dead holder frees it so
-    channel: str  # where the fill notice that wakes the waiters is published
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,19 @@ registered by SHA and called by EVALSHA (see :mod:`.sync` and :mod:`.asyncio`).
 
 from __future__ import annotations
 
-__all__ = ["BUMP_LUA", "FILL_LUA", "LEASE_READ_LUA", "VERSIONS_LUA"]
+import hashlib
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BUMP_LUA",
+    "FILL_LUA",
+    "LEASE_READ_LUA",
+    "LEASE_READ_SHA",
+    "PIPELINED",
+    "VERSIONS_LUA",
+    "VERSIONS_SHA",
+    "Scripts",
+]
 
 # Tag versions start at the server's clock in microseconds, so a version recreated after data loss
 # (restart, eviction, FLUSHDB, failover to an empty replica) is larger than any it replaces: stamps
@@ -108,3 +120,28 @@ if redis.pcall('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
+
+
+VERSIONS_SHA = _sha(VERSIONS_LUA)
+LEASE_READ_SHA = _sha(LEASE_READ_LUA)
+PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA)
+"""The scripts sent by EVALSHA inside pipelines (loaded again when Redis lost them)."""
+
+
+class Scripts(NamedTuple):
+    """The scripts registered with one client (redis-py ``Script`` objects: called, they send
+    EVALSHA and load the script again if Redis lost it)."""
+
+    versions: Any
+    bump: Any
+    lease_read: Any
+    fill: Any
+
+    @classmethod
+    def register(cls, client: Any) -> Scripts:
+        scripts = (VERSIONS_LUA, BUMP_LUA, LEASE_READ_LUA, FILL_LUA)
+        return cls(*(client.register_script(script) for script in scripts))
