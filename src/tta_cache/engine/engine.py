@@ -329,6 +329,8 @@ class Engine:
         if self.redis_cfg is not None:
             self.versions.distrust()  # trusted again once the child's own channel is up
         self.monitor = None
+        if self.aredis is not None:
+            self.aredis.forked()  # the sync pools reconnect by themselves (redis-py checks the pid)
         for part in (
             self.counters,
             self.flights,

@@ -198,6 +198,12 @@ class AsyncRedisTier(TierBase):
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     asyncio.run_coroutine_threadsafe(self._reconnect(client), loop)
 
+    def forked(self) -> None:
+        """In a forked child: forget the parent's clients without closing them (their sockets are
+        the parent's too; a shutdown here would cut the parent's connections). A loop of the
+        child gets a client of its own."""
+        self._clients = weakref.WeakKeyDictionary()
+
     @staticmethod
     async def _reconnect(client: Any) -> None:
         with contextlib.suppress(Exception):
