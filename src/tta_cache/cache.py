@@ -502,7 +502,12 @@ class Cache:
         return out
 
     def health(self) -> dict[str, Any]:
-        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats."""
+        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats.
+
+        A new cache opens its invalidation channel here when Redis answers, and waits briefly for
+        it: ``healthy`` means the channel is up and tagged entries are served from L1, so it fits
+        a readiness probe at start-up (see :func:`tta_cache.health.check`).
+        """
         from .health import check
 
         return check(self)

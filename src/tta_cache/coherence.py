@@ -296,10 +296,14 @@ class Subscriber:
         self.state_changes += 1
         self.transitions.append((time.time_ns(), up))
         if up:
+            # Trusted and renewed before anyone sees ``connected``: a caller that waited for it
+            # (``wait_ready``, ``health()``) is served tagged entries from L1 at once.
+            self._on_state(up)
+            self._on_drained()
             self.connected.set()
         else:
             self.connected.clear()
-        self._on_state(up)
+            self._on_state(up)
 
     def _run(self) -> None:
         failures = 0
