@@ -14,13 +14,21 @@ The channel thread needs the GIL to apply a message. In a process whose other th
 code without releasing it (a CPU-bound loop of L1 hits), every hand-off waits for the switch
 interval (``sys.getswitchinterval()``, 5 ms), and on a machine with more runnable threads than
 cores, for the scheduler as well: that, not Redis, is where the propagation time goes there.
+So the map's trust lapses ``window`` (40 ms) after the thread last found nothing unread, and a
+hit past that asks :meth:`Subscriber.quiet` (one ``poll`` of the channel's socket, no I/O with
+Redis) whether a message can be waiting: if none can, the trust is renewed and L1 serves on;
+only if one can (or the channel is down) do reads go to Redis until the thread has caught up.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import random
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -33,6 +41,9 @@ from .policy import backoff
 __all__ = ["Message", "Subscriber", "TagVersions", "channel_figures"]
 
 log = logging.getLogger("tta_cache.coherence")
+
+_HAS_POLL = hasattr(select, "poll")
+_DRAIN_LIMIT = 10_000  # messages per drain before the loop's own work (PING, tick) has a turn
 
 Stamp = tuple[tuple[str, int], ...]
 
@@ -55,13 +66,16 @@ class TagVersions:
     ) -> None:
         # A plain dict: lock-free reads; when full, the oldest tags are dropped (refetched on use).
         self._map: dict[str, int] = {}
-        # Trust lapses unless the channel thread renews it: a process whose busy main thread
-        # starves that thread of the GIL stops trusting a map it cannot keep current, and its
-        # reads go to Redis (whose I/O hands the GIL over) until the thread has caught up. This
-        # keeps I2's bound under CPU contention. Local-only maps never lapse.
+        # Trust lapses unless renewed: by the channel thread when it finds nothing unread, or by
+        # revive() when ``probe`` (the subscriber's quiet()) says no message can be waiting. A
+        # process whose busy main thread starves that thread of the GIL and has a message
+        # waiting stops trusting a map it cannot keep current, and its reads go to Redis (whose
+        # I/O hands the GIL over) until the thread has caught up. This keeps I2's bound under
+        # CPU contention. Local-only maps never lapse.
         self.clock = clock
         self.window = window
         self.fresh_until = float("inf") if trusted else 0.0
+        self.probe: Callable[[], bool] | None = None
         self.maxsize = maxsize
         self.lock = threading.Lock()
         self.gen = 0
@@ -74,13 +88,51 @@ class TagVersions:
         return self._map.get(tag)
 
     def current(self) -> bool:
-        """Whether the map is trusted now: channel up and drained within the window."""
-        return self.trusted and self.clock() < self.fresh_until
+        """Whether the map is trusted now: channel up, and drained within the window or nothing
+        waiting on it (:meth:`revive`)."""
+        if not self.trusted:
+            return False
+        now = self.clock()
+        return now < self.fresh_until or self.revive(now)
 
-    def renew(self) -> None:
-        """The channel thread has applied everything readable: trust the map for a window."""
+    def renew(self, since: float | None = None) -> None:
+        """The channel thread has applied everything readable: trust the map for a window.
+
+        ``since`` is a reading of :attr:`clock` taken before the thread last looked for unread
+        messages: the window runs from then, not from when a starved thread got round to this
+        call (a message may have arrived in between)."""
         if self.trusted:
-            self.fresh_until = self.clock() + self.window
+            self.fresh_until = (self.clock() if since is None else since) + self.window
+
+    def follow(self, subscriber: Subscriber) -> None:
+        """Let ``subscriber`` keep this map current: :meth:`revive` asks it whether a message can
+        be waiting, and it reads this map's clock for :meth:`renew`'s ``since``."""
+        self.probe = subscriber.quiet
+        subscriber.clock = self.clock
+
+    def revive(self, now: float | None = None) -> bool:
+        """The window lapsed (``now >= fresh_until``): renew it and return True if the channel is
+        up and no message can be waiting on it (``probe``); False sends the caller to Redis.
+
+        Called only past the window (never per hit), by any thread. ``now`` is the caller's
+        clock reading, taken before the probe, so the new window starts no later than the
+        probe did: every message that reached the socket before the probe has been applied, and
+        one arriving after it is at most ``window`` old when the window ends; the next lapse
+        probes again, finds it unread and goes to Redis. So a served L1 value is never older
+        than ``window`` (40 ms) behind an invalidation that reached this process, as with the
+        thread's own renew(): I2's 50 ms holds. A message arriving between this probe and the
+        hit it lets through is the same case. If the channel drops meanwhile, ``distrust()``
+        clears ``trusted`` and moves ``gen``, which tagged hits check before serving.
+        """
+        probe = self.probe
+        if not self.trusted or probe is None:
+            return False
+        if now is None:
+            now = self.clock()
+        if not probe():
+            return False
+        self.fresh_until = now + self.window
+        return True
 
     def snapshot(self, tags: Sequence[str]) -> Stamp | None:
         """The current versions of ``tags`` if all are known and trusted, else None."""
@@ -246,7 +298,7 @@ class Subscriber:
         on_state: Callable[[bool], None],
         *,
         tick: Callable[[], None] | None = None,
-        on_drained: Callable[[], None] = lambda: None,
+        on_drained: Callable[[float], None] = lambda since: None,
         drain_interval: float = 0.01,
         ping_interval: float = 1.0,
         ping_deadline: float = 1.0,
@@ -256,7 +308,11 @@ class Subscriber:
         self._on_message = on_message
         self._on_state = on_state
         self._tick = tick
-        self._on_drained = on_drained  # called whenever nothing more is readable (see TagVersions)
+        # Called whenever nothing more is readable, with a reading of ``clock`` taken before the
+        # thread last looked (see TagVersions.renew).
+        self._on_drained = on_drained
+        self.clock: Callable[[], float] = time.time
+        self._checked = 0.0  # that reading
         self.drain_interval = drain_interval
         self.ping_interval = ping_interval
         self.ping_deadline = ping_deadline
@@ -264,6 +320,13 @@ class Subscriber:
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
         self._session_up = False  # the current session got subscribed
+        self._subscribed_sock: Any = None  # the socket the current subscription was confirmed on
+        self._peeker: socket.socket | None = None  # a second handle on it, for MSG_PEEK
+        # (turn, socket, peeker) while this thread has read and applied everything that reached
+        # it and waits on the socket without reading it: see quiet(). A fresh tuple per park, so
+        # a reader can tell a park it saw from a later one (and a wake in between) by identity.
+        self._park: tuple[int, Any, socket.socket | None] | None = None
+        self._turns = itertools.count()
         self.connected = threading.Event()
         self.state_changes = 0
         self.reconnects = 0
@@ -286,9 +349,33 @@ class Subscriber:
 
     def kick(self) -> None:
         """Drop the connection (tests and health checks use it to force a resubscribe)."""
+        self._park = None
         pubsub = self._pubsub
         if pubsub is not None and pubsub.connection is not None:
             pubsub.connection.disconnect()
+
+    def quiet(self) -> bool:
+        """Whether no message can be waiting for this thread, from any other thread, cheaply:
+        the thread is parked (it applied everything it read and waits on the socket without
+        reading) and the socket has nothing to read (one ``poll`` with timeout 0).
+
+        Only this thread reads the socket, and only after clearing ``_park``: so while the same
+        park is in place before and after the poll, nothing sat in redis-py's buffers (the
+        thread parks only once they are empty) and nothing had reached the socket unread. The
+        poll releases the GIL; if the thread wakes meanwhile and reads, the park has changed
+        and the answer is False. A message that reaches the socket after the poll is judged by
+        the next lapse (see :meth:`TagVersions.revive`). What is unread may be PONGs alone (the
+        thread PINGs every ``ping_interval``): those are peeked at, not read, and are no message.
+        """
+        park = self._park
+        if park is None:
+            return False
+        try:
+            if _readable(park[1], 0.0) and not _only_pongs(park[2]):
+                return False
+        except (OSError, ValueError):  # closed under us
+            return False
+        return self._park is park
 
     def _set_state(self, up: bool) -> None:
         if up == self.connected.is_set():
@@ -299,7 +386,7 @@ class Subscriber:
             # Trusted and renewed before anyone sees ``connected``: a caller that waited for it
             # (``wait_ready``, ``health()``) is served tagged entries from L1 at once.
             self._on_state(up)
-            self._on_drained()
+            self._on_drained(self._checked)
             self.connected.set()
         else:
             self.connected.clear()
@@ -344,35 +431,112 @@ class Subscriber:
 
     def _listen(self, pubsub: Any) -> None:
         pubsub.subscribe(self.channel)
+        wait = min(self.drain_interval, self.ping_interval)
         last_seen = time.monotonic()
         last_ping = last_seen
-        while not self._stop.is_set():
-            msg = pubsub.get_message(timeout=min(self.drain_interval, self.ping_interval))
-            now = time.monotonic()
-            while msg is not None:  # drain everything readable, then say so
-                last_seen = now
-                kind = msg.get("type")
-                if kind == "subscribe":
-                    self._session_up = True
-                    if self.connected.is_set():
-                        # The client reconnected and resubscribed by itself: whatever was
-                        # published in between is lost, so refetch as after any outage.
+        ready = True  # the subscription's reply is on its way
+        empty = False  # whether the last drain left nothing unread in redis-py's buffers
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if ready:
+                    self._checked = self.clock()  # nothing unread before this is missed below
+                    self._park = None  # from here until parked again, quiet() says False
+                    got, empty = self._drain(pubsub)
+                    if got:
+                        last_seen = now
+                if self.connected.is_set():
+                    sock = _socket_of(pubsub)
+                    if sock is not self._subscribed_sock:
+                        # Kicked, or redis-py reconnected by itself (it resubscribes): whatever
+                        # was published in between is lost. Refetch as after any outage once
+                        # the new subscription is confirmed.
                         self.reconnects += 1
                         self._set_state(False)
-                    self._set_state(True)
-                elif kind == "message":
-                    self._handle(msg["data"])
-                # "pong" only refreshes last_seen
-                msg = pubsub.get_message(timeout=0.0)
-            if self.connected.is_set():
-                self._on_drained()
-                if self._tick is not None:
-                    self._tick()
-            if now - last_ping >= self.ping_interval:
-                pubsub.ping()
-                last_ping = now
-            if now - last_seen > self.ping_interval + self.ping_deadline:
-                raise TimeoutError("no answer to PING on the invalidation channel")
+                    else:
+                        if empty and (not ready or self._park_on(sock)):
+                            self._on_drained(self._checked)  # nothing unread: renew the trust
+                        if self._tick is not None:
+                            self._tick()
+                if now - last_ping >= self.ping_interval:
+                    park, self._park = self._park, None  # a PING may reconnect (a new socket)
+                    pubsub.ping()
+                    last_ping = now
+                    if park is not None and _socket_of(pubsub) is park[1]:
+                        self._park = (next(self._turns), *park[1:])  # it wrote, read nothing
+                if now - last_seen > self.ping_interval + self.ping_deadline:
+                    raise TimeoutError("no answer to PING on the invalidation channel")
+                # Drain again at once if the last drain stopped short (redis-py may hold more
+                # than the socket shows), else wait on the socket.
+                if ready and not empty:
+                    continue
+                checked = self.clock()
+                ready = self._wait(pubsub, wait)
+                if not ready:
+                    self._checked = checked  # nothing arrived while it waited
+        finally:
+            self._park = None
+            self._set_peeker(None)
+
+    def _drain(self, pubsub: Any) -> tuple[bool, bool]:
+        """Read and apply every message readable now: (whether there was any, whether nothing
+        is left unread in redis-py's buffers or on the socket)."""
+        got = False
+        for _ in range(_DRAIN_LIMIT):
+            msg = pubsub.get_message(timeout=0.0)
+            if msg is None:
+                # None also answers a swallowed health-check reply with more behind it: drain
+                # on until redis-py's buffers and the socket are empty, so parking is honest.
+                conn = pubsub.connection
+                if conn is None or not conn.can_read(timeout=0):
+                    return got, True
+                if not pubsub.subscribed:  # get_message() reads nothing then
+                    raise RuntimeError("the invalidation channel is no longer subscribed")
+                continue
+            got = True
+            kind = msg.get("type")
+            if kind == "subscribe":
+                self._session_up = True
+                self._subscribed_sock = _socket_of(pubsub)
+                self._set_peeker(self._subscribed_sock)
+                if self.connected.is_set():
+                    # The client reconnected and resubscribed by itself: whatever was
+                    # published in between is lost, so refetch as after any outage.
+                    self.reconnects += 1
+                    self._set_state(False)
+                self._set_state(True)
+            elif kind == "message":
+                self._handle(msg["data"])
+            # "pong" only refreshes last_seen
+        return got, False  # more keeps coming: let the loop PING and tick, then drain on
+
+    def _park_on(self, sock: Any) -> bool:
+        """Everything read is applied and redis-py's buffers are empty: park (see quiet())."""
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted above the socket
+        if pending is not None and pending():
+            return False
+        self._park = (next(self._turns), sock, self._peeker)
+        return True
+
+    def _set_peeker(self, sock: Any) -> None:
+        """Replace the peek handle with one on ``sock`` (None: just close it)."""
+        old, self._peeker = self._peeker, _peeker_for(sock) if sock is not None else None
+        if old is not None:
+            old.close()  # a reader still holding it gets OSError, and says "not quiet"
+
+    def _wait(self, pubsub: Any, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the socket to have something to read, without reading it:
+        whether it has (or is gone: the drain then reconnects or fails)."""
+        sock = _socket_of(pubsub)
+        if sock is None:
+            return True
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        try:
+            return _readable(sock, timeout)
+        except (OSError, ValueError):
+            return True
 
     def _handle(self, data: bytes | str) -> None:
         try:
@@ -414,6 +578,77 @@ class FailoverWatch(Subscriber):
             return
         self.switches += 1
         self._on_switch((rest[2], int(rest[3])))
+
+
+def _socket_of(pubsub: Any) -> Any:
+    """The socket of a redis-py pub/sub's connection (a private attribute), or None."""
+    conn = pubsub.connection
+    return getattr(conn, "_sock", None) if conn is not None else None
+
+
+def _readable(sock: Any, timeout: float) -> bool:
+    """Whether ``sock`` has data, EOF or an error to read within ``timeout`` seconds; reads
+    nothing. ``poll`` where there is one (no descriptor limit, nothing allocated)."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    readable, _, _ = select.select([sock], [], [], timeout)
+    return bool(readable)
+
+
+# What a subscribed connection gets back for PING and for redis-py's health check, in RESP2 and
+# RESP3: no invalidation.
+_PONGS = (
+    b"*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+    b"*2\r\n$4\r\npong\r\n$21\r\nredis-py-health-check\r\n",
+    b"+PONG\r\n",
+    b"$21\r\nredis-py-health-check\r\n",
+)
+_PEEK = 512
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+def _peeker_for(sock: Any) -> socket.socket | None:
+    """A second handle (``dup``) on ``sock``'s connection that other threads can peek with and
+    never wait on: redis-py's socket has a timeout, so its ``recv`` would first wait for data
+    that the channel thread may have just read. None for TLS (the bytes are ciphertext) or
+    where ``MSG_DONTWAIT`` is missing."""
+    if hasattr(sock, "pending") or not _DONTWAIT:
+        return None
+    try:
+        fd = os.dup(sock.fileno())
+    except (OSError, ValueError):
+        return None
+    try:
+        peeker = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if peeker.gettimeout():  # a default timeout is set: never wait in recv
+        peeker.settimeout(0.0)
+    return peeker
+
+
+def _only_pongs(peeker: socket.socket | None) -> bool:
+    """Whether what the connection holds unread is whole PONG replies and nothing else (peeked
+    at through ``peeker``, not read)."""
+    if peeker is None:
+        return False
+    try:
+        data = peeker.recv(_PEEK, socket.MSG_PEEK | _DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    if not data or len(data) == _PEEK:  # EOF, or more than we looked at
+        return False
+    while data:
+        for pong in _PONGS:
+            if data.startswith(pong):
+                data = data[len(pong) :]
+                break
+        else:
+            return False
+    return True
 
 
 def channel_figures(sub: Subscriber | None) -> dict[str, Any]:

@@ -253,6 +253,7 @@ class Engine:
                     on_drained=self.versions.renew,
                     ping_interval=self._channel_ping_interval,
                 )
+                self.versions.follow(sub)
                 sub.start()
                 self.subscriber = sub
                 if cfg.mode == "sentinel":
@@ -367,7 +368,7 @@ class Engine:
             if (
                 entry is not None
                 and entry.expires > (now := self.clock())
-                and now < versions.fresh_until
+                and (now < versions.fresh_until or versions.revive(now))
                 and entry.types == types
             ):
                 gen = versions.gen
