@@ -27,9 +27,8 @@ from .decorators import (
 )
 from .engine import _MISSING, Call, Engine
 from .exceptions import ConfigurationError, TemplateError
-from .health import ConnectionStats
 from .keys import NAMESPACE_TAG, check_name, tag
-from .middleware import Middleware
+from .observability import ConnectionStats, Middleware
 from .policy import CircuitBreaker, Freshness
 from .redis_tier import RedisConfig, mask_url
 
@@ -62,11 +61,11 @@ class Cache:
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
 
     ``middleware`` runs around every Redis operation and computation (see
-    :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
-    that chain (:mod:`tta_cache.telemetry`), reporting to ``tracer_provider`` / ``meter_provider``
-    or the global ones. The default (``None``) turns it on when providers are passed or an
-    OpenTelemetry SDK is already configured globally, so a service without one pays nothing:
-    configure OpenTelemetry before creating the cache.
+    :mod:`tta_cache.observability.middleware`); ``telemetry=True`` puts OpenTelemetry spans and
+    metrics first in that chain (:mod:`tta_cache.observability.telemetry`), reporting to
+    ``tracer_provider`` / ``meter_provider`` or the global ones. The default (``None``) turns it
+    on when providers are passed or an OpenTelemetry SDK is already configured globally, so a
+    service without one pays nothing: configure OpenTelemetry before creating the cache.
 
     Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
     seconds: a read in that window gets the stale value and one background refresh starts (the
@@ -165,13 +164,13 @@ class Cache:
             self.engine.note_ttl(freshness)
         chain = list(middleware)
         if telemetry is None:
-            from .telemetry import sdk_configured
+            from .observability import sdk_configured
 
             telemetry = (
                 tracer_provider is not None or meter_provider is not None or sdk_configured()
             )
         if telemetry:  # outermost, so a span covers what the other middleware add (retries...)
-            from .telemetry import Telemetry
+            from .observability import Telemetry
 
             chain.insert(
                 0,
@@ -506,9 +505,9 @@ class Cache:
 
         A new cache opens its invalidation channel here when Redis answers, and waits briefly for
         it: ``healthy`` means the channel is up and tagged entries are served from L1, so it fits
-        a readiness probe at start-up (see :func:`tta_cache.health.check`).
+        a readiness probe at start-up (see :func:`tta_cache.observability.check`).
         """
-        from .health import check
+        from .observability import check
 
         return check(self)
 

@@ -29,10 +29,18 @@ from typing import Any, TypeVar
 from .codecs import Codec, Entry
 from .coherence import FailoverWatch, Message, Subscriber, TagVersions
 from .exceptions import BackendError, ComputeTimeout, DecodeError
-from .health import ConnectionStats, HealthMonitor, probe
 from .keys import NAMESPACE_TAG, escape
 from .local import LocalEntry, LocalTier
-from .middleware import FLOW_STATE, Chain, Middleware, Operation
+from .observability import (
+    FLOW_STATE,
+    Chain,
+    ConnectionStats,
+    HealthMonitor,
+    Middleware,
+    Operation,
+    Stats,
+    probe,
+)
 from .policy import (
     BreakerState,
     CircuitBreaker,
@@ -53,7 +61,6 @@ from .redis_tier import (
     make_sentinel_clients,
     make_sync_client,
 )
-from .stats import Stats
 
 __all__ = ["Call", "Engine", "Flight", "LeaseWait", "Loaded"]
 

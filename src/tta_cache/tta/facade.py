@@ -29,9 +29,9 @@ from urllib.parse import quote
 
 from tta_cache.cache import Cache
 from tta_cache.exceptions import BackendError, ConfigurationError
-from tta_cache.health import probe
 from tta_cache.keys import tag
 from tta_cache.maintenance import CacheInvalidationManager, state_key
+from tta_cache.observability import probe
 from tta_cache.policy import BreakerState, CircuitBreaker
 from tta_cache.redis_tier import mask_url
 

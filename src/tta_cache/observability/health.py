@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import BackendError
-from .policy import BreakerState
-from .redis_tier import mask_url
+from ..exceptions import BackendError
+from ..policy import BreakerState
+from ..redis_tier import mask_url
 
 if TYPE_CHECKING:
-    from .cache import Cache
-    from .engine import Engine
+    from ..cache import Cache
+    from ..engine import Engine
 
 __all__ = ["ConnectionStats", "HealthMonitor", "check", "probe"]
 

@@ -1,14 +1,10 @@
-"""Coherence: the process-local tag-version map and the invalidation channel that keeps it current.
+"""The invalidation channel: a thread holds ``<namespace>:invalidate`` and applies its messages.
 
-Every entry is stamped with the versions of its tags read *before* it was computed (DESIGN.md §4).
-:class:`TagVersions` is this process's view of the current versions; an entry is valid while every
-stamped version equals the current one. ``gen`` moves whenever any version or the trust state moves,
-so an L1 hit only compares one integer unless something changed since the entry was last checked.
-
-While the :class:`Subscriber` holds the channel ``<namespace>:invalidate`` the map is *trusted*: L1
+While the :class:`Subscriber` holds the channel the tag map (:mod:`.tag_map`) is *trusted*: L1
 and L2 hits are validated against it with no round trip. When the channel drops (restart, CLIENT
 KILL, a silent network cut caught by a PING deadline) the map is distrusted at once: L1 serves no
 tagged entry and L2 reads fetch versions in the same round trip, until the channel is back.
+:class:`Message` is what travels on it.
 
 The channel thread needs the GIL to apply a message. In a process whose other threads run Python
 code without releasing it (a CPU-bound loop of L1 hits), every hand-off waits for the switch
@@ -25,227 +21,22 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
-import select
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .keys import NAMESPACE_TAG
-from .policy import backoff
+from ..policy import backoff
+from .peek import only_pongs, peeker_for, readable, socket_of
 
-__all__ = ["Message", "Subscriber", "TagVersions", "channel_figures"]
+__all__ = ["Message", "Subscriber", "channel_figures"]
 
 log = logging.getLogger("tta_cache.coherence")
 
-_HAS_POLL = hasattr(select, "poll")
 _DRAIN_LIMIT = 10_000  # messages per drain before the loop's own work (PING, tick) has a turn
-
-Stamp = tuple[tuple[str, int], ...]
-
-
-class TagVersions:
-    """This process's map tag -> current version, bounded, with a trust flag and pending tags.
-
-    Reads are lock-free (dict lookups under the GIL); every change happens under ``lock`` and then
-    bumps ``gen``. Versions only grow (they start at the Redis server's clock), so a fetched and a
-    pushed version are merged by taking the larger.
-    """
-
-    def __init__(
-        self,
-        maxsize: int = 100_000,
-        *,
-        trusted: bool = False,
-        clock: Callable[[], float] = time.time,
-        window: float = 0.04,
-    ) -> None:
-        # A plain dict: lock-free reads; when full, the oldest tags are dropped (refetched on use).
-        self._map: dict[str, int] = {}
-        # Trust lapses unless renewed: by the channel thread when it finds nothing unread, or by
-        # revive() when ``probe`` (the subscriber's quiet()) says no message can be waiting. A
-        # process whose busy main thread starves that thread of the GIL and has a message
-        # waiting stops trusting a map it cannot keep current, and its reads go to Redis (whose
-        # I/O hands the GIL over) until the thread has caught up. This keeps I2's bound under
-        # CPU contention. Local-only maps never lapse.
-        self.clock = clock
-        self.window = window
-        self.fresh_until = float("inf") if trusted else 0.0
-        self.probe: Callable[[], bool] | None = None
-        self.maxsize = maxsize
-        self.lock = threading.Lock()
-        self.gen = 0
-        self.epoch = 0  # moves on every trust change: a fetch begun before it must not be merged
-        self.trusted = trusted
-        self.pending: frozenset[str] = frozenset()  # tags whose invalidation has not reached Redis
-        self.pending_all = False  # the pending queue overflowed: nothing is valid until drained
-
-    def get(self, tag: str) -> int | None:
-        return self._map.get(tag)
-
-    def current(self) -> bool:
-        """Whether the map is trusted now: channel up, and drained within the window or nothing
-        waiting on it (:meth:`revive`)."""
-        if not self.trusted:
-            return False
-        now = self.clock()
-        return now < self.fresh_until or self.revive(now)
-
-    def renew(self, since: float | None = None) -> None:
-        """The channel thread has applied everything readable: trust the map for a window.
-
-        ``since`` is a reading of :attr:`clock` taken before the thread last looked for unread
-        messages: the window runs from then, not from when a starved thread got round to this
-        call (a message may have arrived in between)."""
-        if self.trusted:
-            self.fresh_until = (self.clock() if since is None else since) + self.window
-
-    def follow(self, subscriber: Subscriber) -> None:
-        """Let ``subscriber`` keep this map current: :meth:`revive` asks it whether a message can
-        be waiting, and it reads this map's clock for :meth:`renew`'s ``since``."""
-        self.probe = subscriber.quiet
-        subscriber.clock = self.clock
-
-    def revive(self, now: float | None = None) -> bool:
-        """The window lapsed (``now >= fresh_until``): renew it and return True if the channel is
-        up and no message can be waiting on it (``probe``); False sends the caller to Redis.
-
-        Called only past the window (never per hit), by any thread. ``now`` is the caller's
-        clock reading, taken before the probe, so the new window starts no later than the
-        probe did: every message that reached the socket before the probe has been applied, and
-        one arriving after it is at most ``window`` old when the window ends; the next lapse
-        probes again, finds it unread and goes to Redis. So a served L1 value is never older
-        than ``window`` (40 ms) behind an invalidation that reached this process, as with the
-        thread's own renew(): I2's 50 ms holds. A message arriving between this probe and the
-        hit it lets through is the same case. If the channel drops meanwhile, ``distrust()``
-        clears ``trusted`` and moves ``gen``, which tagged hits check before serving.
-        """
-        probe = self.probe
-        if not self.trusted or probe is None:
-            return False
-        if now is None:
-            now = self.clock()
-        if not probe():
-            return False
-        self.fresh_until = now + self.window
-        return True
-
-    def snapshot(self, tags: Sequence[str]) -> Stamp | None:
-        """The current versions of ``tags`` if all are known and trusted, else None."""
-        if not self.current():
-            return None
-        m = self._map
-        try:
-            return tuple([(t, m[t]) for t in tags])
-        except KeyError:
-            return None
-
-    def valid(self, stamp: Stamp) -> bool:
-        """Whether an entry with this stamp may be served without asking Redis."""
-        if self.pending_all:
-            return False
-        if not self.current():
-            # Untrusted: only untagged entries (stamped with the namespace epoch alone) are served,
-            # as DESIGN.md's I2 allows; tagged entries need the channel.
-            return len(stamp) == 1 and stamp[0][0] == NAMESPACE_TAG and not self.pending
-        m = self._map
-        pending = self.pending
-        for t, v in stamp:
-            if m.get(t) != v or t in pending:
-                return False
-        return True
-
-    def blocked(self, stamp: Stamp) -> bool:
-        """Whether an invalidation of a stamped tag is still waiting for Redis (I8)."""
-        if self.pending_all:
-            return True
-        pending = self.pending
-        return bool(pending) and any(t in pending for t, _ in stamp)
-
-    def behind(self, stamp: Stamp) -> bool:
-        """Whether a newer version of any stamped tag is known (the entry is certainly stale)."""
-        if self.pending_all:
-            return True
-        m = self._map
-        pending = self.pending
-        for t, v in stamp:
-            cur = m.get(t)
-            if (cur is not None and cur > v) or t in pending:
-                return True
-        return False
-
-    def merge(self, versions: Iterable[tuple[str, int]], epoch: int | None = None) -> bool:
-        """Take the larger of each known and given version; returns whether ``gen`` moved.
-
-        A fetch passes the ``epoch`` it began in: if the channel came or went since, the fetched
-        versions may predate pushes this process never saw, so they are not kept.
-        """
-        moved = False
-        with self.lock:
-            if epoch is not None and (epoch != self.epoch or not self.trusted):
-                return False
-            m = self._map
-            for t, v in versions:
-                cur = m.get(t)
-                if cur is None or v > cur:
-                    m[t] = v
-                    moved = moved or cur is not None
-            if len(m) > self.maxsize:
-                for t in list(m)[: len(m) - self.maxsize + self.maxsize // 10]:
-                    del m[t]
-                # An L1 entry checked at this gen may carry a dropped tag: a later push of it
-                # would land as "unknown" and not move gen, so move it now.
-                moved = True
-            if moved:
-                self.gen += 1
-        return moved
-
-    def distrust(self) -> None:
-        with self.lock:
-            self.trusted = False
-            self.fresh_until = 0.0
-            self._map.clear()
-            self.epoch += 1
-            self.gen += 1
-
-    def trust(self) -> None:
-        with self.lock:
-            self._map.clear()  # refetched on first use: nothing pushed while away is missed
-            self.trusted = True
-            self.epoch += 1
-            self.gen += 1
-
-    def set_pending(self, tags: frozenset[str], *, overflow: bool = False) -> None:
-        with self.lock:
-            self.pending = tags
-            self.pending_all = overflow
-            self.gen += 1
-
-    def bump_local(self, tags: Sequence[str]) -> tuple[int, ...]:
-        """Local-only mode: the map is the source of truth; versions start at the clock."""
-        with self.lock:
-            out = []
-            for t in tags:
-                v = self._map.get(t)
-                v = (v + 1) if v is not None else time.time_ns() // 1000
-                self._map[t] = v
-                out.append(v)
-            self.gen += 1
-            return tuple(out)
-
-    def init_local(self, tags: Sequence[str]) -> Stamp:
-        """Local-only mode: versions of ``tags``, created at the clock on first use."""
-        with self.lock:
-            m = self._map
-            now = time.time_ns() // 1000
-            return tuple([(t, m.setdefault(t, now)) for t in tags])
-
-    def __len__(self) -> int:
-        return len(self._map)
 
 
 class Message:
@@ -371,7 +162,7 @@ class Subscriber:
         if park is None:
             return False
         try:
-            if _readable(park[1], 0.0) and not _only_pongs(park[2]):
+            if readable(park[1], 0.0) and not only_pongs(park[2]):
                 return False
         except (OSError, ValueError):  # closed under us
             return False
@@ -446,7 +237,7 @@ class Subscriber:
                     if got:
                         last_seen = now
                 if self.connected.is_set():
-                    sock = _socket_of(pubsub)
+                    sock = socket_of(pubsub)
                     if sock is not self._subscribed_sock:
                         # Kicked, or redis-py reconnected by itself (it resubscribes): whatever
                         # was published in between is lost. Refetch as after any outage once
@@ -462,7 +253,7 @@ class Subscriber:
                     park, self._park = self._park, None  # a PING may reconnect (a new socket)
                     pubsub.ping()
                     last_ping = now
-                    if park is not None and _socket_of(pubsub) is park[1]:
+                    if park is not None and socket_of(pubsub) is park[1]:
                         self._park = (next(self._turns), *park[1:])  # it wrote, read nothing
                 if now - last_seen > self.ping_interval + self.ping_deadline:
                     raise TimeoutError("no answer to PING on the invalidation channel")
@@ -497,7 +288,7 @@ class Subscriber:
             kind = msg.get("type")
             if kind == "subscribe":
                 self._session_up = True
-                self._subscribed_sock = _socket_of(pubsub)
+                self._subscribed_sock = socket_of(pubsub)
                 self._set_peeker(self._subscribed_sock)
                 if self.connected.is_set():
                     # The client reconnected and resubscribed by itself: whatever was
@@ -520,21 +311,21 @@ class Subscriber:
 
     def _set_peeker(self, sock: Any) -> None:
         """Replace the peek handle with one on ``sock`` (None: just close it)."""
-        old, self._peeker = self._peeker, _peeker_for(sock) if sock is not None else None
+        old, self._peeker = self._peeker, peeker_for(sock) if sock is not None else None
         if old is not None:
             old.close()  # a reader still holding it gets OSError, and says "not quiet"
 
     def _wait(self, pubsub: Any, timeout: float) -> bool:
         """Wait up to ``timeout`` for the socket to have something to read, without reading it:
         whether it has (or is gone: the drain then reconnects or fails)."""
-        sock = _socket_of(pubsub)
+        sock = socket_of(pubsub)
         if sock is None:
             return True
         pending = getattr(sock, "pending", None)
         if pending is not None and pending():
             return True
         try:
-            return _readable(sock, timeout)
+            return readable(sock, timeout)
         except (OSError, ValueError):
             return True
 
@@ -548,107 +339,6 @@ class Subscriber:
         if message.sent_ns:
             self.lags.append(max(0.0, (time.time_ns() - message.sent_ns) / 1e9))
         self._on_message(message)
-
-
-class FailoverWatch(Subscriber):
-    """Hears a Sentinel announce a new master for ``service`` (``+switch-master``), on a daemon
-    thread of its own; ``on_switch(host, port)`` runs at once.
-
-    A demoted master goes on taking writes until the Sentinel reconfigures it (about 10 s with
-    Redis's default timings), and connections kept open write there meanwhile: those writes, and
-    any invalidation among them, are lost when it resyncs. ``make_client`` is called on every
-    (re)connect and may rotate over the Sentinels.
-    """
-
-    def __init__(
-        self,
-        make_client: Callable[[], Any],
-        service: str,
-        on_switch: Callable[[tuple[str, int]], None],
-    ) -> None:
-        super().__init__(make_client, "+switch-master", lambda _: None, lambda _: None)
-        self.service = service
-        self._on_switch = on_switch
-        self.switches = 0
-
-    def _handle(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        name, *rest = text.split()  # <name> <old ip> <old port> <new ip> <new port>
-        if name != self.service or len(rest) != 4:
-            return
-        self.switches += 1
-        self._on_switch((rest[2], int(rest[3])))
-
-
-def _socket_of(pubsub: Any) -> Any:
-    """The socket of a redis-py pub/sub's connection (a private attribute), or None."""
-    conn = pubsub.connection
-    return getattr(conn, "_sock", None) if conn is not None else None
-
-
-def _readable(sock: Any, timeout: float) -> bool:
-    """Whether ``sock`` has data, EOF or an error to read within ``timeout`` seconds; reads
-    nothing. ``poll`` where there is one (no descriptor limit, nothing allocated)."""
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    readable, _, _ = select.select([sock], [], [], timeout)
-    return bool(readable)
-
-
-# What a subscribed connection gets back for PING and for redis-py's health check, in RESP2 and
-# RESP3: no invalidation.
-_PONGS = (
-    b"*2\r\n$4\r\npong\r\n$0\r\n\r\n",
-    b"*2\r\n$4\r\npong\r\n$21\r\nredis-py-health-check\r\n",
-    b"+PONG\r\n",
-    b"$21\r\nredis-py-health-check\r\n",
-)
-_PEEK = 512
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-def _peeker_for(sock: Any) -> socket.socket | None:
-    """A second handle (``dup``) on ``sock``'s connection that other threads can peek with and
-    never wait on: redis-py's socket has a timeout, so its ``recv`` would first wait for data
-    that the channel thread may have just read. None for TLS (the bytes are ciphertext) or
-    where ``MSG_DONTWAIT`` is missing."""
-    if hasattr(sock, "pending") or not _DONTWAIT:
-        return None
-    try:
-        fd = os.dup(sock.fileno())
-    except (OSError, ValueError):
-        return None
-    try:
-        peeker = socket.socket(fileno=fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if peeker.gettimeout():  # a default timeout is set: never wait in recv
-        peeker.settimeout(0.0)
-    return peeker
-
-
-def _only_pongs(peeker: socket.socket | None) -> bool:
-    """Whether what the connection holds unread is whole PONG replies and nothing else (peeked
-    at through ``peeker``, not read)."""
-    if peeker is None:
-        return False
-    try:
-        data = peeker.recv(_PEEK, socket.MSG_PEEK | _DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    if not data or len(data) == _PEEK:  # EOF, or more than we looked at
-        return False
-    while data:
-        for pong in _PONGS:
-            if data.startswith(pong):
-                data = data[len(pong) :]
-                break
-        else:
-            return False
-    return True
 
 
 def channel_figures(sub: Subscriber | None) -> dict[str, Any]:
