@@ -12,7 +12,7 @@ from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
 from ..exceptions import ConfigurationError
-from ..middleware import Middleware
+from ..observability import Middleware
 from ..tiers import mask_url
 from .build import build_engine, middleware_chain
 from .options import DEFAULT_TTL, check_on_error, session_options, timeouts
@@ -44,11 +44,11 @@ class Cache(RawAccess):
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
 
     ``middleware`` runs around every Redis operation and computation (see
-    :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
-    that chain (:mod:`tta_cache.telemetry`), reporting to ``tracer_provider`` / ``meter_provider``
-    or the global ones. The default (``None``) turns it on when providers are passed or an
-    OpenTelemetry SDK is already configured globally, so a service without one pays nothing:
-    configure OpenTelemetry before creating the cache.
+    :mod:`tta_cache.observability.middleware`); ``telemetry=True`` puts OpenTelemetry spans and
+    metrics first in that chain (:mod:`tta_cache.observability.telemetry`), reporting to
+    ``tracer_provider`` / ``meter_provider`` or the global ones. The default (``None``) turns it
+    on when providers are passed or an OpenTelemetry SDK is already configured globally, so a
+    service without one pays nothing: configure OpenTelemetry before creating the cache.
 
     Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
     seconds: a read in that window gets the stale value and one background refresh starts (the
@@ -318,8 +318,13 @@ class Cache(RawAccess):
         return out
 
     def health(self) -> dict[str, Any]:
-        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats."""
-        from ..health import check
+        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats.
+
+        A new cache opens its invalidation channel here when Redis answers, and waits briefly for
+        it: ``healthy`` means the channel is up and tagged entries are served from L1, so it fits
+        a readiness probe at start-up (see :func:`tta_cache.observability.check`).
+        """
+        from ..observability import check
 
         return check(self)
 

@@ -35,9 +35,15 @@ from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness
 from ..exceptions import BackendError, DecodeError, PoolTimeout
-from ..health import ConnectionStats, HealthMonitor, probe
-from ..middleware import Chain, Middleware, Operation
-from ..stats import Stats
+from ..observability import (
+    Chain,
+    ConnectionStats,
+    HealthMonitor,
+    Middleware,
+    Operation,
+    Stats,
+    probe,
+)
 from ..tiers import AsyncRedisTier, LocalTier, RedisConfig, RedisTier, tier_figures
 from . import fork
 from .async_driver import AsyncDriver
@@ -257,6 +263,10 @@ class Engine:
     def queued(self) -> int:
         return len(self.queue)
 
+    def ensure_channel(self) -> None:
+        """Open the invalidation channel now if it is not (``health()`` does, for a new cache)."""
+        self.link.ensure()
+
     def wait_ready(self, timeout: float) -> bool:
         """Block until the invalidation channel is up (True) or ``timeout`` passes (False)."""
         return self.link.wait_ready(timeout)
@@ -328,6 +338,7 @@ class Engine:
         self.local.clear()
         if self.redis_cfg is not None:
             self.versions.distrust()  # trusted again once the child's own channel is up
+        self.versions.probe = None  # it asked the parent's channel thread
         self.monitor = None
         if self.aredis is not None:
             self.aredis.forked()  # the sync pools reconnect by themselves (redis-py checks the pid)

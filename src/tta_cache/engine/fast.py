@@ -43,7 +43,7 @@ class FastPath:
             if (
                 entry is not None
                 and entry.expires > (now := self.clock())
-                and now < versions.fresh_until
+                and (now < versions.fresh_until or versions.revive(now))
                 and entry.types == types
             ):
                 gen = versions.gen

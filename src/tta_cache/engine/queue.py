@@ -18,7 +18,7 @@ from ..coherence import TagVersions
 from ..core.keys import NAMESPACE_TAG
 from ..core.policy import backoff
 from ..exceptions import BackendError
-from ..stats import Stats
+from ..observability import Stats
 from .fork import reinit
 
 __all__ = ["InvalidationQueue"]
