@@ -12,8 +12,8 @@ from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
 from ..exceptions import ConfigurationError
-from ..middleware import Middleware
-from ..redis_tier import mask_url
+from ..observability import Middleware
+from ..tiers import mask_url
 from .build import build_engine, middleware_chain
 from .options import DEFAULT_TTL, check_on_error, session_options, timeouts
 from .raw_access import RawAccess, RawCalls
@@ -44,11 +44,11 @@ class Cache(RawAccess):
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
 
     ``middleware`` runs around every Redis operation and computation (see
-    :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
-    that chain (:mod:`tta_cache.telemetry`), reporting to ``tracer_provider`` / ``meter_provider``
-    or the global ones. The default (``None``) turns it on when providers are passed or an
-    OpenTelemetry SDK is already configured globally, so a service without one pays nothing:
-    configure OpenTelemetry before creating the cache.
+    :mod:`tta_cache.observability.middleware`); ``telemetry=True`` puts OpenTelemetry spans and
+    metrics first in that chain (:mod:`tta_cache.observability.telemetry`), reporting to
+    ``tracer_provider`` / ``meter_provider`` or the global ones. The default (``None``) turns it
+    on when providers are passed or an OpenTelemetry SDK is already configured globally, so a
+    service without one pays nothing: configure OpenTelemetry before creating the cache.
 
     Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
     seconds: a read in that window gets the stale value and one background refresh starts (the
@@ -57,7 +57,10 @@ class Cache(RawAccess):
     (stale-if-error). ``hard_timeout`` bounds every computation (``ComputeTimeout``).
     ``lock=True`` functions take a Redis lease on a miss; ``lock_timeout`` bounds it and each wait
     for it. ``breaker_threshold`` Redis failures within ``breaker_window`` seconds open the
-    circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. Redis is
+    circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. A caller
+    waits up to ``pool_timeout`` seconds (default 10, or the URL's ``?pool_timeout=``) for one of
+    ``max_connections`` pooled connections: a wait is counted in ``stats()["pool"]``, and one that
+    runs out is a fail-open ``PoolTimeout`` the breaker does not count. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     """
@@ -83,6 +86,7 @@ class Cache(RawAccess):
         hard_timeout: float | None = None,
         error_throttle: float = 5.0,
         max_connections: int = 50,
+        pool_timeout: float | None = None,
         health_check_interval: float = 30.0,
         breaker: CircuitBreaker | None = None,
         breaker_threshold: int = 5,
@@ -125,6 +129,7 @@ class Cache(RawAccess):
             redis_options={
                 "op_timeout": op_timeout,
                 "max_connections": max_connections,
+                **({} if pool_timeout is None else {"pool_timeout": pool_timeout}),
                 "health_check_interval": health_check_interval,
                 "extra": dict(redis_options or {}),
             },
@@ -313,8 +318,13 @@ class Cache(RawAccess):
         return out
 
     def health(self) -> dict[str, Any]:
-        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats."""
-        from ..health import check
+        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats.
+
+        A new cache opens its invalidation channel here when Redis answers, and waits briefly for
+        it: ``healthy`` means the channel is up and tagged entries are served from L1, so it fits
+        a readiness probe at start-up (see :func:`tta_cache.observability.check`).
+        """
+        from ..observability import check
 
         return check(self)
 

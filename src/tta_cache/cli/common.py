@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..api import Cache
 from ..exceptions import BackendError, ConfigurationError
-from ..redis_tier import mask_url
+from ..tiers import mask_url
 from .progress import Progress
 
 if TYPE_CHECKING:

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import BackendError
-from ..middleware import FLOW_STATE
+from ..observability import FLOW_STATE
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, Step
 from .deferral import private_flow
 from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
 if TYPE_CHECKING:
-    from ..redis_tier import Read
+    from ..tiers import Read
     from .engine import Engine
 
 __all__ = ["AsyncDriver"]

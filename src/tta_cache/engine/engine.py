@@ -35,12 +35,17 @@ from ..codec import Codec, Entry
 from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness
-from ..exceptions import BackendError, DecodeError
-from ..health import ConnectionStats, HealthMonitor, probe
-from ..local import LocalTier
-from ..middleware import Chain, Middleware, Operation
-from ..redis_tier import AsyncRedisTier, RedisConfig, RedisTier
-from ..stats import Stats
+from ..exceptions import BackendError, DecodeError, PoolTimeout
+from ..observability import (
+    Chain,
+    ConnectionStats,
+    HealthMonitor,
+    Middleware,
+    Operation,
+    Stats,
+    probe,
+)
+from ..tiers import AsyncRedisTier, LocalTier, RedisConfig, RedisTier, tier_figures
 from . import fork
 from .async_driver import AsyncDriver
 from .bounds import Bounds
@@ -187,7 +192,7 @@ class Engine:
         """Count, log, and raise only when asked to (I4)."""
         kind = type(exc.__cause__ or exc).__name__
         self.stats.error(kind)
-        if isinstance(exc, BackendError):
+        if isinstance(exc, BackendError) and not isinstance(exc, PoolTimeout):  # Redis's fault
             self.breaker.record_failure()
             self.connection.down(exc)
         log.warning("tta-cache %s failed (%s): %s; serving without it", what, kind, exc)
@@ -262,6 +267,10 @@ class Engine:
     def queued(self) -> int:
         return len(self.queue)
 
+    def ensure_channel(self) -> None:
+        """Open the invalidation channel now if it is not (``health()`` does, for a new cache)."""
+        self.link.ensure()
+
     def wait_ready(self, timeout: float) -> bool:
         """Block until the invalidation channel is up (True) or ``timeout`` passes (False)."""
         return self.link.wait_ready(timeout)
@@ -307,6 +316,7 @@ class Engine:
                 "history": self.connection.breaker_history(),
             },
             "connection": self.connection.snapshot(),
+            **tier_figures(self.redis, self.aredis),
         }
 
     def health_state(self) -> dict[str, Any]:
@@ -333,7 +343,10 @@ class Engine:
         self.local.clear()
         if self.redis_cfg is not None:
             self.versions.distrust()  # trusted again once the child's own channel is up
+        self.versions.probe = None  # it asked the parent's channel thread
         self.monitor = None
+        if self.aredis is not None:
+            self.aredis.forked()  # the sync pools reconnect by themselves (redis-py checks the pid)
         for part in (
             self.counters,
             self.flights,

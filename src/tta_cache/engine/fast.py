@@ -13,8 +13,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..core.policy import Verdict, judge
-from ..local import LocalEntry
-from ..redis_tier import Read
+from ..tiers import LocalEntry, Read
 from .call import MISSING, Call, Stamp
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class FastPath:
             if (
                 entry is not None
                 and entry.expires > (now := self.clock())
-                and now < versions.fresh_until
+                and (now < versions.fresh_until or versions.revive(now))
                 and entry.types == types
             ):
                 gen = versions.gen

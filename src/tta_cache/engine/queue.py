@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..core.keys import NAMESPACE_TAG
 from ..core.policy import backoff
 from ..exceptions import BackendError
-from ..stats import Stats
+from ..observability import Stats
 from .fork import reinit
 
 if TYPE_CHECKING:

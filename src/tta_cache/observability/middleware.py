@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .engine import Call
+    from ..engine import Call
 
 __all__ = [
     "FLOW_STATE",
