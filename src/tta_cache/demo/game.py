@@ -91,8 +91,10 @@ class Game:
         return list(reversed(rows))
 
     @staticmethod
-    def _get(session: Session, row_type: Any, *key: str) -> Any:
-        row = session.get(row_type, key if len(key) > 1 else key[0])
+    def _get(session: Session, row_type: Any, *key: str, lock: bool = False) -> Any:
+        """The row, or NotFound; ``lock``: ``SELECT ... FOR UPDATE`` (a writer's: two writers of
+        one player then queue on PostgreSQL, as ``BEGIN IMMEDIATE`` makes them on SQLite)."""
+        row = session.get(row_type, key if len(key) > 1 else key[0], with_for_update=lock)
         if row is None:
             raise NotFound(f"{row_type.__tablename__}: {key}")
         return row
@@ -205,7 +207,7 @@ class Game:
         ) -> dict[str, int]:
             """A choice's consequences, in the caller's transaction ``s``."""
             key, text, emotion, trust_delta = OPTIONS[option]
-            session_row: SessionRow = self._get(s, SessionRow, session_id)
+            session_row: SessionRow = self._get(s, SessionRow, session_id, lock=True)
             turn = session_row.turn + 1
             scene = SCENES[turn // 4 % len(SCENES)]
             session_row.turn, session_row.scene = turn, scene
@@ -237,7 +239,7 @@ class Game:
 
         @cache.invalidates(therapeutic="{user_id}")
         def progress(s: Session, user_id: str, gain: float) -> dict[str, int]:
-            row: ProgressRow = self._get(s, ProgressRow, user_id)
+            row: ProgressRow = self._get(s, ProgressRow, user_id, lock=True)
             row.grounding = min(1.0, row.grounding + gain)
             done = json.loads(row.achievements)
             if row.grounding >= 0.1 * (len(done) + 1):
