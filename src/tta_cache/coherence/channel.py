@@ -43,9 +43,12 @@ class Message:
     """An invalidation on the channel: JSON ``{"o": origin, "t": ns, "tags": [...], "v": [...]}``
     (tag bumps) or ``{"o": origin, "t": ns, "k": [keys]}`` (per-call invalidation); or a lease
     holder's fill notice ``{"o": origin, "f": [keys]}`` that wakes the waiters for those keys (no
-    ``"t"``: it is no invalidation, and stays out of the invalidation lag figures)."""
+    ``"t"``: it is no invalidation, and stays out of the invalidation lag figures); or
+    ``{"o": origin, "t": ns, "tags": [...], "k": [keys], "a": 1}``: an invalidation the sender
+    could not deliver (a Cluster master holding a tag's version is down), which every receiver
+    *adopts*: it queues it as its own (I8), so it serves nothing it affects until Redis takes it."""
 
-    __slots__ = ("fills", "keys", "origin", "sent_ns", "versions")
+    __slots__ = ("adopt", "fills", "keys", "origin", "sent_ns", "tags", "versions")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.origin = str(data.get("o", ""))
@@ -56,6 +59,8 @@ class Message:
         )
         self.keys: tuple[str, ...] = tuple(map(str, data.get("k") or ()))
         self.fills: tuple[str, ...] = tuple(map(str, data.get("f") or ()))
+        self.adopt = bool(data.get("a"))
+        self.tags: tuple[str, ...] = tuple(map(str, tags)) if self.adopt else ()
 
     @staticmethod
     def head(origin: str) -> str:
@@ -65,6 +70,12 @@ class Message:
     @staticmethod
     def for_keys(origin: str, keys: Sequence[str]) -> bytes:
         return json.dumps({"o": origin, "t": time.time_ns(), "k": list(keys)}).encode()
+
+    @staticmethod
+    def for_adoption(origin: str, tags: Sequence[str], keys: Sequence[str]) -> bytes:
+        """An invalidation Redis did not take from ``origin``: receivers queue it themselves."""
+        data = {"o": origin, "t": time.time_ns(), "tags": list(tags), "k": list(keys), "a": 1}
+        return json.dumps(data).encode()
 
     @staticmethod
     def for_fills(origin: str, keys: Sequence[str]) -> bytes:

@@ -21,6 +21,8 @@ NAMES = (
     "refresh_errors",
     "compute_timeouts",
     "failovers",
+    "invalidations_announced",
+    "invalidations_adopted",
 )
 
 

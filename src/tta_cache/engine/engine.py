@@ -129,6 +129,7 @@ class Engine:
             filled=self.leases.filled,
             tick=self._retry_queued,
             failed_over=self._failed_over,
+            adopt=self._adopt,
             ping_interval=channel_ping_interval,
         )
         self.fast = FastPath(self)
@@ -240,6 +241,14 @@ class Engine:
         if keys:
             self.redis.delete(keys, self.channel, Message.for_keys(self.origin, keys))
 
+    def _adopt(self, tags: Sequence[str], keys: Sequence[str]) -> None:
+        """Another process's invalidation Redis did not take (on the channel thread): queue it
+        as ours. Delivered twice, a tag's version only moves once more."""
+        self.queue.add(tags, keys)
+        self.counters.add(invalidations_adopted=1)
+        if keys:
+            self.drop_keys(keys)
+
     def _failed_over(self, address: tuple[str, int]) -> None:
         """A Sentinel named a new master (on the watch's thread). Writes made to the old one since
         it stopped replicating are lost, invalidations included, so: drop every kept connection,
@@ -304,6 +313,11 @@ class Engine:
             },
             "compute_timeouts": c["compute_timeouts"],
             "failovers": c["failovers"],
+            # Cluster: invalidations Redis did not take, announced to / adopted from others.
+            "adopted_invalidations": {
+                "announced": c["invalidations_announced"],
+                "adopted": c["invalidations_adopted"],
+            },
             "breaker": {
                 "state": breaker.state.value,
                 "transitions": breaker.transitions,

@@ -108,7 +108,7 @@ class FastPath:
             return MISSING
         entry = self.e.decode(raw, call.type_hint)
         versions = self.versions
-        if entry is None or entry.stamp != stamp or versions.blocked(stamp):
+        if entry is None or entry.stamp != stamp or versions.behind(stamp):
             return MISSING
         fr = call.freshness
         rnd = 1.0 - self.e.rng.random()

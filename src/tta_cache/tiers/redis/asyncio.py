@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from . import commands, replies
-from .base import TierBase
+from .base import TierBase, announce_order
 from .clients import make_async_client
 from .commands import Command, Lease
 from .config import RedisConfig
@@ -179,6 +179,19 @@ class AsyncRedisTier(TierBase):
                 reply = await script(keys=keys, args=[ttl, channel, head, *names])
                 out += self._versions_of(reply, len(keys))
             return tuple(out)
+
+    async def announce(self, channel: str, message: bytes) -> bool:
+        """See :meth:`~.sync.RedisTier.announce`."""
+        if not self.cluster:
+            return False
+        client = self.client
+        for node in announce_order(client.get_nodes()):
+            try:
+                await client.execute_command("PUBLISH", channel, message, target_nodes=node)
+                return True
+            except Exception:
+                continue
+        return False
 
     async def ping(self) -> bool:
         with translated("PING"):
