@@ -17,10 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.procs import CHANNEL, NAMESPACE, Control, make_cache, process_group, reader
 from tests.helpers.redis_server import RedisClusterServers
-
 
 BOUND_NS = 50_000_000  # I2: 50 ms
 
