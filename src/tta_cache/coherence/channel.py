@@ -32,9 +32,16 @@ from typing import Any
 from ..core.policy import backoff
 from .peek import only_pongs, peeker_for, readable, socket_of
 
-__all__ = ["Message", "Subscriber", "channel_figures"]
+__all__ = ["PING_DEADLINE", "PING_INTERVAL", "Message", "Subscriber", "channel_figures"]
 
 log = logging.getLogger("tta_cache.coherence")
+
+# A half-open channel (the socket open, nothing arriving: a blackholed network path) is caught
+# when a PING, sent every PING_INTERVAL, goes unanswered for PING_DEADLINE after the last thing
+# that arrived: within their sum (0.5 s; it was 2 s before issue 13). A false alarm (Redis slower
+# than that) costs a resubscribe and a refetch of the map, never a stale read.
+PING_INTERVAL = 0.25
+PING_DEADLINE = 0.25
 
 _DRAIN_LIMIT = 10_000  # messages per drain before the loop's own work (PING, tick) has a turn
 
@@ -102,8 +109,8 @@ class Subscriber:
         tick: Callable[[], None] | None = None,
         on_drained: Callable[[float], None] = lambda since: None,
         drain_interval: float = 0.01,
-        ping_interval: float = 1.0,
-        ping_deadline: float = 1.0,
+        ping_interval: float = PING_INTERVAL,
+        ping_deadline: float = PING_DEADLINE,
     ) -> None:
         self._make_client = make_client
         self.channel = channel

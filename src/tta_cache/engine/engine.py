@@ -81,7 +81,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         breaker: CircuitBreaker | None = None,
-        channel_ping_interval: float = 1.0,
+        channel_ping_interval: float = 0.25,
         error_throttle: float = 5.0,
         connection: ConnectionStats | None = None,
     ) -> None:

@@ -39,7 +39,7 @@ class ChannelLink:
         tick: Callable[[], None],
         failed_over: Callable[[tuple[str, int]], None],
         adopt: Callable[[Sequence[str], Sequence[str]], None] = lambda tags, keys: None,
-        ping_interval: float = 1.0,
+        ping_interval: float = 0.25,
     ) -> None:
         self.cfg = cfg
         self.channel = channel
