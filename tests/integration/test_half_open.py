@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import tta_cache as tc
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.redis_server import RedisServer
+
+import tta_cache as tc
 
 # PING every ping_interval, answered within ping_deadline: a silent cut is caught within their
 # sum after the last thing that arrived, plus one wait on the socket.
