@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from . import commands, replies
+from .autopipe import AutoPipe
 from .base import TierBase
 from .clients import make_async_client
 from .commands import Command, Lease
@@ -33,7 +34,8 @@ T = TypeVar("T")
 
 class AsyncRedisTier(TierBase):
     """The asyncio twin of :class:`~.sync.RedisTier`, one client per running event loop; a
-    client carries its scripts (``_tta_scripts``) and its lane (``_tta_lane``)."""
+    client carries its scripts (``_tta_scripts``) and its lane (``_tta_lane``: an
+    :class:`~.autopipe.AutoPipe` over it unless ``pipelining=False``)."""
 
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         super().__init__(cfg, tag_ttl)
@@ -49,7 +51,10 @@ class AsyncRedisTier(TierBase):
             client = make_async_client(self.cfg, figures=self.figures)
             client._tta_scripts = Scripts.register(client)
             size = self.lane_size
-            client._tta_lane = AsyncLane(client.connection_pool, size) if size else None
+            lane = AsyncLane(client.connection_pool, size) if size else None
+            if lane is not None and self.cfg.pipelining:
+                lane = AutoPipe(lane, self.cfg.op_timeout)  # type: ignore[assignment]
+            client._tta_lane = lane
             self._clients[loop] = client
         return client
 
@@ -127,7 +132,10 @@ class AsyncRedisTier(TierBase):
         with translated("EVALSHA fill"):
             if first is not None:
                 await client.execute_command(*first)
-            await client._tta_scripts.fill(keys=keys, args=args)
+            if client._tta_lane is not None:  # pipelined with the other callers' commands
+                replies.raise_first(await self._send([commands.fill_command(keys, args)]))
+            else:
+                await client._tta_scripts.fill(keys=keys, args=args)
 
     async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
         script = self.client._tta_scripts.versions
