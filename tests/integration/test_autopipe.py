@@ -52,13 +52,13 @@ async def _until(done: Callable[[], bool]) -> None:
 async def test_concurrent_reads_share_pipelines_and_each_gets_its_own(
     redis_url: str, filled: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tier = _tier(redis_url)
+    tier = _tier(redis_url, op_timeout=5.0)
     sent: list[int] = []
     real = AsyncLane.pipeline
 
-    async def counted(self: AsyncLane, *commands: tuple[Any, ...]) -> list[Any]:
+    async def counted(self: AsyncLane, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
         sent.append(len(commands))
-        return await real(self, *commands)
+        return await real(self, *commands, **options)
 
     monkeypatch.setattr(AsyncLane, "pipeline", counted)
     try:
@@ -179,7 +179,7 @@ async def test_cache_fails_open_under_a_dead_batch(
 
 
 async def test_pipelining_false_sends_each_on_its_own(redis_url: str, filled: None) -> None:
-    tier = _tier(redis_url, pipelining=False)
+    tier = _tier(redis_url, pipelining=False, op_timeout=5.0)
     try:
         assert isinstance(tier.client._tta_lane, AsyncLane)
         got = await asyncio.gather(*(tier.get(f"k{i}") for i in range(KEYS)))

@@ -42,10 +42,14 @@ class AsyncRedisTier(TierBase):
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[Callable[[], Any], Any] = (lambda: None, None)  # (weak loop, client)
 
     @property
     def client(self) -> Any:
         loop = asyncio.get_running_loop()
+        last, client = self._last
+        if last() is loop:  # the loop of the last call: no weak dictionary lookup
+            return client
         client = self._clients.get(loop)
         if client is None:
             client = make_async_client(self.cfg, figures=self.figures)
@@ -56,6 +60,7 @@ class AsyncRedisTier(TierBase):
                 lane = AutoPipe(lane, self.cfg.op_timeout)  # type: ignore[assignment]
             client._tta_lane = lane
             self._clients[loop] = client
+        self._last = (weakref.ref(loop), client)
         return client
 
     async def get(self, key: str) -> bytes | None:
@@ -211,6 +216,7 @@ class AsyncRedisTier(TierBase):
         the parent's too; a shutdown here would cut the parent's connections). A loop of the
         child gets a client of its own."""
         self._clients = weakref.WeakKeyDictionary()
+        self._last = (lambda: None, None)
 
     @staticmethod
     async def _reconnect(client: Any) -> None:
@@ -228,6 +234,7 @@ class AsyncRedisTier(TierBase):
         with contextlib.suppress(RuntimeError):
             loop = asyncio.get_running_loop()
             client = self._clients.pop(loop, None)
+            self._last = (lambda: None, None)
             if client is not None:
                 with contextlib.suppress(Exception):
                     if client._tta_lane is not None:

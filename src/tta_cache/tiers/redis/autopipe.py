@@ -9,11 +9,12 @@ owns that connection: a caller cancelled meanwhile only loses its future, and ev
 batch is still read, so no reply is ever handed to another caller (the class of redis-py's
 CVE-2023-28858/28859, where a cancelled command left its reply to the next user).
 
-Each queued caller keeps its ``op_timeout``: a batch must be done by the earliest deadline of its
-callers (queued time + ``op_timeout``), else the flusher is cancelled, the lane disconnects that
-connection and every caller of the batch gets ``redis.TimeoutError`` (a fail-open
-``BackendTimeout`` in the tier). A failed batch fails its callers the same way, and the next
-batch starts afresh.
+``op_timeout`` bounds a batch as it bounds a lone command: a batch not answered within
+``op_timeout`` of being sent gets its flusher cancelled, the lane disconnects that connection and
+every caller of the batch gets ``redis.TimeoutError`` (a fail-open ``BackendTimeout`` in the
+tier); a caller queued behind it waits for it first (at most ``op_timeout`` more, as a wait for a
+pooled connection is not counted in it either). A failed batch fails its callers the same way,
+and the next batch starts afresh.
 """
 
 from __future__ import annotations
@@ -31,19 +32,20 @@ Commands = tuple[tuple[Any, ...], ...]
 
 
 class _Waiter:
-    __slots__ = ("commands", "due", "future")
+    __slots__ = ("commands", "done", "future", "set_result")
 
-    def __init__(self, commands: Commands, future: asyncio.Future[list[Any]], due: float) -> None:
+    def __init__(self, commands: Commands, future: asyncio.Future[list[Any]]) -> None:
         self.commands = commands
         self.future = future
-        self.due = due
+        self.done = future.done
+        self.set_result = future.set_result
 
 
 class AutoPipe:
     """The lane of one event loop's client, with concurrent callers coalesced (see the module
     docstring); :meth:`call` and :meth:`pipeline` as :class:`~.lane.AsyncLane`'s."""
 
-    __slots__ = ("busy", "expired", "flusher", "lane", "op_timeout", "waiting")
+    __slots__ = ("busy", "expired", "flusher", "lane", "op_timeout", "sending", "waiting")
 
     def __init__(self, lane: AsyncLane, op_timeout: float) -> None:
         self.lane = lane
@@ -52,6 +54,7 @@ class AutoPipe:
         self.busy = False  # commands are on the wire (a lone caller's, or the flusher's)
         self.flusher: asyncio.Task[None] | None = None
         self.expired = False
+        self.sending: list[Any] | None = None  # the commands of the batch on the wire
 
     @property
     def idle(self) -> list[Any]:
@@ -77,7 +80,7 @@ class AutoPipe:
         if self.busy:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[list[Any]] = loop.create_future()
-            self.waiting.append(_Waiter(commands, future, loop.time() + self.op_timeout))
+            self.waiting.append(_Waiter(commands, future))
             return await future
         self.busy = True
         try:
@@ -89,12 +92,18 @@ class AutoPipe:
                 self.busy = False
 
     async def _flush(self) -> None:
-        """Send what is queued, batch after batch, until nothing is."""
+        """Send what is queued, batch after batch, until nothing is; before stopping, yield
+        once, so the callers just answered queue their next commands for one batch rather than
+        the first of them going alone and the rest behind it."""
         loop = asyncio.get_running_loop()
         try:
-            while self.waiting:
+            while True:
+                if not self.waiting:
+                    await asyncio.sleep(0)
+                    if not self.waiting:
+                        return
                 batch, self.waiting = self.waiting, []
-                live = [w for w in batch if not w.future.done()]  # cancelled ones are dropped
+                live = [w for w in batch if not w.done()]  # cancelled ones are dropped
                 if live:
                     await self._send(loop, live)
         finally:
@@ -103,13 +112,13 @@ class AutoPipe:
 
     async def _send(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter]) -> None:
         sent = [command for waiter in batch for command in waiter.commands]
-        due = min(waiter.due for waiter in batch)
         task = asyncio.current_task()
         assert task is not None
         self.expired = False
-        expiry = loop.call_at(due, self._expire, task)
+        self.sending = sent
+        expiry = loop.call_at(loop.time() + self.op_timeout, self._expire, task, sent)
         try:
-            got = await self.lane.pipeline(*sent)
+            got = await self.lane.pipeline(*sent, bounded=True)
         except asyncio.CancelledError:
             if not self.expired:  # the loop is going away: the callers are told, then we stop
                 _fail(batch, redis.ConnectionError("auto-pipeline cancelled"))
@@ -123,16 +132,24 @@ class AutoPipe:
             return
         finally:
             expiry.cancel()
+            self.sending = None
         at = 0
         for waiter in batch:
             end = at + len(waiter.commands)
-            if not waiter.future.done():
-                waiter.future.set_result(got[at:end])
+            if not waiter.done():
+                waiter.set_result(got[at:end])
             at = end
 
-    def _expire(self, task: asyncio.Task[None]) -> None:
-        self.expired = True
-        task.cancel()
+    def _expire(self, task: asyncio.Task[None], sent: list[Any]) -> None:
+        """The deadline passed. A loop turn that ran long (this process's own work, not Redis)
+        may have held back replies that are already in: one more turn lets the flusher, woken
+        in this one, read them before the batch is called lost."""
+        asyncio.get_running_loop().call_soon(self._expire_now, task, sent)
+
+    def _expire_now(self, task: asyncio.Task[None], sent: list[Any]) -> None:
+        if self.sending is sent:  # still this batch
+            self.expired = True
+            task.cancel()
 
     async def drain(self) -> None:
         await self.lane.drain()
@@ -143,5 +160,5 @@ class AutoPipe:
 
 def _fail(batch: list[_Waiter], exc: BaseException) -> None:
     for waiter in batch:
-        if not waiter.future.done():
+        if not waiter.done():
             waiter.future.set_exception(exc)
