@@ -32,6 +32,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter_ns
 from types import ModuleType
 from typing import Any
@@ -216,9 +217,11 @@ async def _cashews(module: ModuleType, url: str, stack: AsyncExitStack) -> Read:
     return load  # type: ignore[no-any-return]
 
 
-async def run_tasks(url: str, quick: bool) -> tuple[dict[str, dict[int, Figures]], list[str]]:
+async def run_tasks(
+    url: str, quick: bool, tasks_list: tuple[int, ...] = TASKS, rounds: int | None = None
+) -> tuple[dict[str, dict[int, Figures]], list[str]]:
     budget = 150_000 if quick else 600_000  # reads per system per round, about
-    rounds = 3 if quick else 7
+    rounds = rounds or (3 if quick else 7)
     caches: list[tc.Cache] = []
     async with AsyncExitStack() as stack:
         systems, notes = await _systems(stack, url, caches)
@@ -227,7 +230,7 @@ async def run_tasks(url: str, quick: bool) -> tuple[dict[str, dict[int, Figures]
         for name in systems:
             out[name] = {}
         names = list(systems)
-        for tasks in TASKS:
+        for tasks in tasks_list:
             per = max(2, min(2_000, budget // 50 // tasks))
             for r in range(rounds):
                 for i in range(len(names)):
@@ -328,17 +331,19 @@ def _rows(out: dict[str, dict[int, Figures]]) -> list[Row]:
     return rows
 
 
-def plot(out: dict[str, dict[int, Figures]], path: str, caption: str) -> None:
+def plot(rates: dict[str, dict[int, float]], path: str, caption: str) -> None:
+    """reads/s against tasks, one line per system (log scales: L1 hits are 100x the rest)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    for name, by in out.items():
+    for name, by in rates.items():
         xs = sorted(by)
-        ax.plot(xs, [by[x].rate for x in xs], marker="o", label=name)
+        ax.plot(xs, [by[x] for x in xs], marker="o", label=name)
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xticks(list(TASKS), [str(t) for t in TASKS])
     ax.set_xlabel("concurrent asyncio tasks (each reading its own key, L2 hits)")
     ax.set_ylabel("reads / s")
@@ -352,16 +357,20 @@ def plot(out: dict[str, dict[int, Figures]], path: str, caption: str) -> None:
 
 
 def main(
-    quick: bool = False, json_path: str | None = None, plot_path: str | None = None
+    quick: bool = False,
+    json_path: str | None = None,
+    plot_path: str | None = None,
+    tasks_list: tuple[int, ...] = TASKS,
+    rounds: int | None = None,
 ) -> list[Row]:
     with redis_server() as server:
-        tasks, notes = run_async(run_tasks(server.url, quick))
-        threads = run_threads(server.url, quick)
+        tasks, notes = run_async(run_tasks(server.url, quick, tasks_list, rounds))
+        threads = run_threads(server.url, quick) if tasks_list == TASKS else {}
     _table("asyncio tasks (L2 hits unless L1 on)", tasks, "tasks")
     _table("threads (L2 hits)", threads, "thr")
     for note in notes:
         print(f"  {note}")
-    rows = _rows(tasks)
+    rows = _rows(tasks) if tasks_list == TASKS else []
     print_table(rows, "throughput targets: ns per read, ours / floor, same run")
     if json_path:
         as_json = {
@@ -373,7 +382,7 @@ def main(
         info = machine()
         load = ", ".join(f"{x:.2f}" for x in info["load_average"] or ())
         caption = f"python {info['python']}, {info['cpus']} cpus, load average {load}"
-        plot(tasks, plot_path, caption)
+        plot({s: {n: f.rate for n, f in by.items()} for s, by in tasks.items()}, plot_path, caption)
     return rows
 
 
@@ -382,5 +391,23 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer rounds (CI smoke)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--plot", metavar="PNG", help="also plot reads/s against concurrency")
+    parser.add_argument(
+        "--tasks", help="only these task counts, e.g. 1,256 (no threads, no targets)"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per system (default 3 quick, 7 full)")
+    parser.add_argument("--replot", metavar="JSON", help="only plot a --json file into --plot")
     options = parser.parse_args()
-    main(quick=options.quick, json_path=options.json, plot_path=options.plot)
+    if options.replot:
+        import json
+
+        saved = json.loads(Path(options.replot).read_text())
+        load = ", ".join(f"{x:.2f}" for x in saved["machine"]["load_average"])
+        rates = {
+            s: {int(n): d["reads_per_s"] for n, d in by.items()}
+            for s, by in saved["figures"].items()
+            if not s.endswith("(sync)") and not s.startswith("redis-py")
+        }
+        plot(rates, options.plot, f"{saved['machine']['cpus']} cpus, load average {load}")
+        raise SystemExit(0)
+    chosen = tuple(int(t) for t in options.tasks.split(",")) if options.tasks else TASKS
+    main(options.quick, options.json, options.plot, chosen, options.rounds)
