@@ -38,10 +38,12 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against floors measured in the same run; prints ns/op and ratios."""
     session.install(
         "-e",
-        ".[test,fast]",
+        ".[test,fast,bench]",
         "cachetools",
         "cashews",
         "aiocache",
+        "matplotlib",
+        "opentelemetry-instrumentation-redis",
         "dogpile.cache",
         "django-redis",
         "django",

@@ -62,6 +62,8 @@ class Cache(RawAccess):
     ``max_connections`` pooled connections: a wait is counted in ``stats()["pool"]``, and one that
     runs out is a fail-open ``PoolTimeout`` the breaker does not count. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
+    ``pipelining=True`` (asyncio): the Redis reads and fills of tasks of one event loop that run
+    while others' are on the wire go out together as one pipeline; a lone call is sent at once.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     """
 
@@ -88,6 +90,7 @@ class Cache(RawAccess):
         max_connections: int = 50,
         pool_timeout: float | None = None,
         health_check_interval: float = 30.0,
+        pipelining: bool = True,
         breaker: CircuitBreaker | None = None,
         breaker_threshold: int = 5,
         breaker_window: float = 10.0,
@@ -131,6 +134,7 @@ class Cache(RawAccess):
                 "max_connections": max_connections,
                 **({} if pool_timeout is None else {"pool_timeout": pool_timeout}),
                 "health_check_interval": health_check_interval,
+                "pipelining": pipelining,
                 "extra": dict(redis_options or {}),
             },
         )

@@ -32,9 +32,16 @@ from typing import Any
 from ..core.policy import backoff
 from .peek import only_pongs, peeker_for, readable, socket_of
 
-__all__ = ["Message", "Subscriber", "channel_figures"]
+__all__ = ["PING_DEADLINE", "PING_INTERVAL", "Message", "Subscriber", "channel_figures"]
 
 log = logging.getLogger("tta_cache.coherence")
+
+# A half-open channel (the socket open, nothing arriving: a blackholed network path) is caught
+# when a PING, sent every PING_INTERVAL, goes unanswered for PING_DEADLINE after the last thing
+# that arrived: within their sum (0.5 s; it was 2 s before issue 13). A false alarm (Redis slower
+# than that) costs a resubscribe and a refetch of the map, never a stale read.
+PING_INTERVAL = 0.25
+PING_DEADLINE = 0.25
 
 _DRAIN_LIMIT = 10_000  # messages per drain before the loop's own work (PING, tick) has a turn
 
@@ -43,9 +50,12 @@ class Message:
     """An invalidation on the channel: JSON ``{"o": origin, "t": ns, "tags": [...], "v": [...]}``
     (tag bumps) or ``{"o": origin, "t": ns, "k": [keys]}`` (per-call invalidation); or a lease
     holder's fill notice ``{"o": origin, "f": [keys]}`` that wakes the waiters for those keys (no
-    ``"t"``: it is no invalidation, and stays out of the invalidation lag figures)."""
+    ``"t"``: it is no invalidation, and stays out of the invalidation lag figures); or
+    ``{"o": origin, "t": ns, "tags": [...], "k": [keys], "a": 1}``: an invalidation the sender
+    could not deliver (a Cluster master holding a tag's version is down), which every receiver
+    *adopts*: it queues it as its own (I8), so it serves nothing it affects until Redis takes it."""
 
-    __slots__ = ("fills", "keys", "origin", "sent_ns", "versions")
+    __slots__ = ("adopt", "fills", "keys", "origin", "sent_ns", "tags", "versions")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.origin = str(data.get("o", ""))
@@ -56,6 +66,8 @@ class Message:
         )
         self.keys: tuple[str, ...] = tuple(map(str, data.get("k") or ()))
         self.fills: tuple[str, ...] = tuple(map(str, data.get("f") or ()))
+        self.adopt = bool(data.get("a"))
+        self.tags: tuple[str, ...] = tuple(map(str, tags)) if self.adopt else ()
 
     @staticmethod
     def head(origin: str) -> str:
@@ -65,6 +77,12 @@ class Message:
     @staticmethod
     def for_keys(origin: str, keys: Sequence[str]) -> bytes:
         return json.dumps({"o": origin, "t": time.time_ns(), "k": list(keys)}).encode()
+
+    @staticmethod
+    def for_adoption(origin: str, tags: Sequence[str], keys: Sequence[str]) -> bytes:
+        """An invalidation Redis did not take from ``origin``: receivers queue it themselves."""
+        data = {"o": origin, "t": time.time_ns(), "tags": list(tags), "k": list(keys), "a": 1}
+        return json.dumps(data).encode()
 
     @staticmethod
     def for_fills(origin: str, keys: Sequence[str]) -> bytes:
@@ -91,8 +109,8 @@ class Subscriber:
         tick: Callable[[], None] | None = None,
         on_drained: Callable[[float], None] = lambda since: None,
         drain_interval: float = 0.01,
-        ping_interval: float = 1.0,
-        ping_deadline: float = 1.0,
+        ping_interval: float = PING_INTERVAL,
+        ping_deadline: float = PING_DEADLINE,
     ) -> None:
         self._make_client = make_client
         self.channel = channel

@@ -121,11 +121,20 @@ class AsyncDriver:
         if stamp is None:
             return MISSING, None
         started = time.perf_counter()
+        token = None
         try:
-            raw = await e.aredis.get(call.key)  # type: ignore[union-attr]
+            if not e.chain:
+                raw = await e.aredis.get(call.key)  # type: ignore[union-attr]
+            else:
+                op, token = e.fast.observed(call, True)
+                raw = await e.chain.acall(op, functools.partial(e.aredis.get, call.key))  # type: ignore[union-attr]
         except BackendError as exc:
             e.fail(exc, call.on_error, "read")
             return MISSING, READ_FAILED
+        finally:
+            if token is not None:
+                with contextlib.suppress(ValueError):  # closed by the GC outside its context
+                    FLOW_STATE.reset(token)
         return e.fast.done(call, raw, stamp, started)  # type: ignore[no-any-return]
 
     async def aload(self, call: Call, compute: Callable[[], Awaitable[Any]]) -> Any:

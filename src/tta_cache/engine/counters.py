@@ -24,6 +24,8 @@ NAMES = (
     "invalidations_deferred",
     "invalidations_dropped",
     "transaction_fills_skipped",
+    "invalidations_announced",
+    "invalidations_adopted",
 )
 
 

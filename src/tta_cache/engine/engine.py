@@ -83,7 +83,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         breaker: CircuitBreaker | None = None,
-        channel_ping_interval: float = 1.0,
+        channel_ping_interval: float = 0.25,
         error_throttle: float = 5.0,
         connection: ConnectionStats | None = None,
     ) -> None:
@@ -133,6 +133,7 @@ class Engine:
             filled=self.leases.filled,
             tick=self._retry_queued,
             failed_over=self._failed_over,
+            adopt=self._adopt,
             ping_interval=channel_ping_interval,
         )
         self.fast = FastPath(self)
@@ -244,6 +245,14 @@ class Engine:
         if keys:
             self.redis.delete(keys, self.channel, Message.for_keys(self.origin, keys))
 
+    def _adopt(self, tags: Sequence[str], keys: Sequence[str]) -> None:
+        """Another process's invalidation Redis did not take (on the channel thread): queue it
+        as ours. Delivered twice, a tag's version only moves once more."""
+        self.queue.add(tags, keys)
+        self.counters.add(invalidations_adopted=1)
+        if keys:
+            self.drop_keys(keys)
+
     def _failed_over(self, address: tuple[str, int]) -> None:
         """A Sentinel named a new master (on the watch's thread). Writes made to the old one since
         it stopped replicating are lost, invalidations included, so: drop every kept connection,
@@ -309,6 +318,11 @@ class Engine:
             "compute_timeouts": c["compute_timeouts"],
             "failovers": c["failovers"],
             "transactions": transaction_stats(c),
+            # Cluster: invalidations Redis did not take, announced to / adopted from others.
+            "adopted_invalidations": {
+                "announced": c["invalidations_announced"],
+                "adopted": c["invalidations_adopted"],
+            },
             "breaker": {
                 "state": breaker.state.value,
                 "transitions": breaker.transitions,

@@ -148,7 +148,7 @@ def load_flow(
             verdict = Verdict.EXPIRED
             if read.raw is not None and call.key not in e.holds.keys:
                 entry = e.decode(read.raw, call.type_hint)
-                if entry is not None and entry.stamp == stamp and not versions.blocked(stamp):
+                if entry is not None and entry.stamp == stamp and not versions.behind(stamp):
                     fr = call.freshness
                     verdict = judge(
                         now,

@@ -154,6 +154,9 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
             e.versions.bump_local(tags)
         return
     e.link.ensure()
+    lost_tags: list[str] = []
+    lost_keys: list[str] = []
+    errors: list[tuple[BackendError, str]] = []
     if tags:
         try:
             bump = (tuple(e.tag_key(t) for t in tags), tags, e.channel, Message.head(e.origin))
@@ -162,11 +165,22 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
             e.stats.add(invalidations_sent=1)
         except BackendError as exc:
             e.queue.add(tags, ())
-            e.fail(exc, on_error, "invalidate")
+            lost_tags = tags
+            errors.append((exc, "invalidate"))
     if keys:
         try:
             yield ("delete", (keys, e.channel, Message.for_keys(e.origin, keys)))
             e.stats.add(invalidations_sent=1)
         except BackendError as exc:
             e.queue.add((), keys)
-            e.fail(exc, on_error, "delete")
+            lost_keys = keys
+            errors.append((exc, "delete"))
+    if errors and e.redis.cluster:
+        # A Cluster master holding some of these keys is down, others may be up and hold the
+        # other processes' channels: tell them through any live node, so that they queue the
+        # invalidation too (I8) and serve nothing it affects until Redis takes it (I2).
+        message = Message.for_adoption(e.origin, lost_tags, lost_keys)
+        announced = yield ("announce", (e.channel, message))
+        e.counters.add(invalidations_announced=int(bool(announced)))
+    for error, what in errors:
+        e.fail(error, on_error, what)

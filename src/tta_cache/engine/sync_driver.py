@@ -107,11 +107,19 @@ class SyncDriver:
         if stamp is None:
             return MISSING, None
         started = time.perf_counter()
+        token = None
         try:
-            raw = e.redis.get(call.key)  # type: ignore[union-attr]
+            if not e.chain:
+                raw = e.redis.get(call.key)  # type: ignore[union-attr]
+            else:
+                op, token = e.fast.observed(call, False)
+                raw = e.chain.call(op, functools.partial(e.redis.get, call.key))  # type: ignore[union-attr]
         except BackendError as exc:
             e.fail(exc, call.on_error, "read")
             return MISSING, READ_FAILED
+        finally:
+            if token is not None:
+                FLOW_STATE.reset(token)
         return e.fast.done(call, raw, stamp, started)  # type: ignore[no-any-return]
 
     def load(self, call: Call, compute: Callable[[], Any]) -> Any:

@@ -4,12 +4,25 @@ nowhere else (``with translated("GET"): ...``)."""
 from __future__ import annotations
 
 import asyncio
+import os
+from types import TracebackType
 
 import redis
 
 from ...exceptions import BackendError, BackendTimeout, CacheError, PoolTimeout
 
 __all__ = ["PoolExhausted", "translated"]
+
+_REDIS_PY = os.path.dirname(redis.__file__) + os.sep
+
+
+def _inside_redis_py(tb: TracebackType | None) -> bool:
+    """Whether the exception was raised inside redis-py (its Cluster client raises
+    AttributeError and the like while its topology is being refreshed after a failover)."""
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_REDIS_PY)
 
 
 class PoolExhausted(redis.ConnectionError):
@@ -40,5 +53,8 @@ class translated:
             raise PoolTimeout(str(exc)) from None
         if isinstance(exc, (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)):
             raise BackendTimeout(f"redis {self.op} timed out") from exc
-        if isinstance(exc, (redis.RedisError, OSError)):
+        if isinstance(exc, (redis.RedisError, OSError)) or (
+            isinstance(exc, (AttributeError, KeyError, IndexError, TypeError))
+            and _inside_redis_py(exc.__traceback__)
+        ):
             raise BackendError(f"redis {self.op} failed: {type(exc).__name__}: {exc}") from exc
