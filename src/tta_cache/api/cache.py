@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..codec import Codec, Serializer
+from ..codec import Codec, EncryptionKeys, Serializer
 from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
@@ -60,6 +60,13 @@ class Cache(RawAccess):
     circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
+
+    Data at rest (docs/security.md): ``signing_key`` (one, or a list: the first signs, all
+    verify) signs every entry; ``encryption_keys={"k2": key, "k1": old_key}`` (32-byte keys or
+    their base64 text; the first encrypts, all decrypt; needs ``tta-cache[crypto]``) encrypts
+    the kinds in ``encrypt_kinds`` (default ``("emotional", "therapeutic")``, ``"*"`` for every
+    kind) with AES-256-GCM, bound to the namespace, the Redis key and the kind; they are not
+    compressed unless ``compress_encrypted=True`` (compression leaks through lengths).
     """
 
     def __init__(
@@ -76,6 +83,9 @@ class Cache(RawAccess):
         serializer: str | Serializer = "json",
         compress_min_bytes: int | None = 1024,
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
+        encryption_keys: EncryptionKeys | None = None,
+        encrypt_kinds: str | Iterable[str] | None = None,
+        compress_encrypted: bool = False,
         on_error: str = "ignore",
         op_timeout: float = 0.25,
         lock_timeout: float = 5.0,
@@ -114,7 +124,15 @@ class Cache(RawAccess):
             redis_url,
             namespace=namespace,
             local_maxsize=local_maxsize,
-            codec=Codec(serializer, compress_min_bytes=compress_min_bytes, signing_key=signing_key),
+            codec=Codec(
+                serializer,
+                compress_min_bytes=compress_min_bytes,
+                signing_key=signing_key,
+                encryption_keys=encryption_keys,
+                encrypt_kinds=encrypt_kinds,
+                compress_encrypted=compress_encrypted,
+                namespace=namespace,
+            ),
             on_error=on_error,
             lock_timeout=lock_timeout,
             error_throttle=error_throttle,

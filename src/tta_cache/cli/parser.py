@@ -201,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument("user_id", metavar="USER_ID")
     anonymize.add_argument("--pseudonym", default=None, help="default: a random anon-<hex>")
     _add_confirm(anonymize)
+
+    keygen = command(
+        "keygen",
+        "print a new encryption key as id:base64 (for $TTA_CACHE_ENCRYPTION_KEYS)",
+        "Print a new random AES-256 key as ID:BASE64, the form $TTA_CACHE_ENCRYPTION_KEYS "
+        "takes (comma-separated, the first encrypts). Put the new key first to start using it; "
+        "run rotate-keys, then drop the old one. This is the only command that prints a secret.",
+    )
+    keygen.add_argument(
+        "--id", dest="key_id", metavar="ID", help="the key id (default: kYYYYMMDDHHMM)"
+    )
     return parser
 
 

@@ -203,9 +203,12 @@ class Engine:
         self.breaker.record_success()
         self.connection.up()
 
-    def decode(self, raw: bytes, type_hint: Any) -> Entry | None:
+    def decode(self, raw: bytes, call: Call) -> Entry | None:
+        """The entry ``call`` read from Redis, or None (counted) when it cannot be decoded."""
         try:
-            return self.codec.decode(raw, type_hint)
+            return self.codec.decode(
+                raw, call.type_hint, key=call.key, kind=None if call.any_kind else call.kind
+            )
         except DecodeError as exc:
             self.undecodable(exc)
             return None

@@ -107,7 +107,7 @@ class FastPath:
         """An L2 hit served on the fast path (fresh, stamp current), else ``MISSING``."""
         if raw is None:
             return MISSING
-        entry = self.e.decode(raw, call.type_hint)
+        entry = self.e.decode(raw, call)
         versions = self.versions
         if entry is None or entry.stamp != stamp or versions.blocked(stamp):
             return MISSING

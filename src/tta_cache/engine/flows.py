@@ -147,7 +147,7 @@ def load_flow(
             entry: Entry | None = None
             verdict = Verdict.EXPIRED
             if read.raw is not None and call.key not in e.queue.keys:
-                entry = e.decode(read.raw, call.type_hint)
+                entry = e.decode(read.raw, call)
                 if entry is not None and entry.stamp == stamp and not versions.blocked(stamp):
                     fr = call.freshness
                     verdict = judge(
@@ -257,7 +257,13 @@ def stage_fill(
     if not (usable and e.redis_usable()):
         return True
     payload = e.codec.encode(
-        value, stamp=stamp, created=written, fresh_until=fresh_until, compute_time=took
+        value,
+        stamp=stamp,
+        created=written,
+        fresh_until=fresh_until,
+        compute_time=took,
+        key=call.key,
+        kind=call.kind,
     )
     return payload, redis_ttl_ms(written, hard_until)
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from tta_cache.api.options import keys_from_environment
 from tta_cache.core.policy import CircuitBreaker
 from tta_cache.exceptions import ConfigurationError
 
@@ -28,6 +29,9 @@ _CACHE_KEYS = frozenset(
         "serializer",
         "compress_min_bytes",
         "signing_key",
+        "encryption_keys",
+        "encrypt_kinds",
+        "max_value_bytes",
         "on_error",
         "op_timeout",
         "lock_timeout",
@@ -48,6 +52,8 @@ def cache_options_from_config(config: Mapping[str, Any] | None) -> dict[str, Any
 
     ``redis_url`` wins; else ``host``/``port``/``db`` (with ``password``, ``username``, ``ssl``)
     form the URL; else ``$TTA_CACHE_REDIS_URL``; else :data:`DEFAULT_REDIS_URL`.
+    ``encryption_keys`` and ``signing_key``, when not given, come from
+    ``$TTA_CACHE_ENCRYPTION_KEYS`` and ``$TTA_CACHE_SIGNING_KEYS``.
     ``socket_timeout`` becomes ``op_timeout``, ``max_connection_failures`` the circuit breaker's
     ``failure_threshold``. ``decode_responses`` and ``retry_on_timeout`` are accepted and ignored.
     Unknown keys are a :class:`ConfigurationError` (a typo must not pass silently).
@@ -67,7 +73,7 @@ def cache_options_from_config(config: Mapping[str, Any] | None) -> dict[str, Any
         url = f"{scheme}://{auth}{host}:{int(config.get('port', 6379))}/{int(config.get('db', 0))}"
     if not url:
         url = os.environ.get("TTA_CACHE_REDIS_URL") or DEFAULT_REDIS_URL
-    options: dict[str, Any] = {k: config[k] for k in _CACHE_KEYS if k in config}
+    options = keys_from_environment({k: config[k] for k in _CACHE_KEYS if k in config})
     options["redis_url"] = url
     if "socket_timeout" in config:
         options.setdefault("op_timeout", float(config["socket_timeout"]))
