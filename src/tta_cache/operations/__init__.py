@@ -6,6 +6,7 @@
 ``cleanup``        sweeps of expired sessions and orphaned entries
 ``purge``          bulk deletes of a kind or the namespace
 ``privacy``        erasure and anonymization of a user, the audit record
+``rotation``       resealing entries under the current encryption and signing keys
 ``confirm``        the dry-run token protocol of every bulk delete
 ``keyspace``       SCAN / MGET / compare-and-delete over the namespace
 ``runs``           the statistics dict and time limit every operation shares
