@@ -60,6 +60,8 @@ class Cache(RawAccess):
     circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
+    A value whose envelope is over ``max_value_bytes`` (default 1 MiB; ``None``: no limit) is
+    returned but cached in neither tier, and counted in ``stats()["oversized_values"]``.
 
     Data at rest (docs/security.md): ``signing_key`` (one, or a list: the first signs, all
     verify) signs every entry; ``encryption_keys={"k2": key, "k1": old_key}`` (32-byte keys or
@@ -82,6 +84,7 @@ class Cache(RawAccess):
         beta: float = 1.0,
         serializer: str | Serializer = "json",
         compress_min_bytes: int | None = 1024,
+        max_value_bytes: int | None = 1_048_576,
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
         encryption_keys: EncryptionKeys | None = None,
         encrypt_kinds: str | Iterable[str] | None = None,
@@ -110,6 +113,8 @@ class Cache(RawAccess):
         check_on_error(on_error)
         if local_maxsize < 0:
             raise ConfigurationError("local_maxsize must be >= 0 (0 turns L1 off)")
+        if max_value_bytes is not None and max_value_bytes < 1:
+            raise ConfigurationError("max_value_bytes must be >= 1, or None for no limit")
         if not lock_timeout > 0:
             raise ConfigurationError(f"lock_timeout must be > 0 seconds, not {lock_timeout!r}")
         self.soft_timeout, self.hard_timeout = timeouts(soft_timeout, hard_timeout)
@@ -140,6 +145,7 @@ class Cache(RawAccess):
             rng=rng,
             breaker=breaker,
             breaker_options=(breaker_threshold, breaker_window, breaker_reset_timeout),
+            max_value_bytes=max_value_bytes,
             redis_options={
                 "op_timeout": op_timeout,
                 "max_connections": max_connections,

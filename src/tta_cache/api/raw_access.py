@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..core.keys import NAMESPACE_TAG
+from ..core.keys import NAMESPACE_TAG, check_entry
 from ..core.policy import Freshness
 from ..engine import MISSING, Call, Engine
 
@@ -45,6 +45,7 @@ class RawCalls:
         engine = self.engine
         redis_key = engine.raw_key(key)
         all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))
+        check_entry(redis_key, all_tags, "raw key")
         call = Call(
             key=redis_key,
             local_key=("raw", redis_key),

@@ -239,8 +239,9 @@ def stage_fill(
 ) -> tuple[bytes, int] | bool:
     """After a computation: count it, fill L1, and encode the Redis fill.
 
-    False: not cached (versions unknowable while Redis is down, or invalidated while
-    computing: I3); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
+    False: not cached (versions unknowable while Redis is down, invalidated while computing:
+    I3, or its envelope over ``max_value_bytes``); True: cached in L1 only (Redis not usable);
+    else ``(payload, px)``.
     """
     e.stats.computed(took)
     e.refresher.recovered(call.key)
@@ -253,8 +254,8 @@ def stage_fill(
         return False
     written = e.clock()
     fresh_until, hard_until = expiries(written, call.freshness, e.rng.random())
-    e.fast.local_put(call, value, stamp, fresh_until, gen)
     if not (usable and e.redis_usable()):
+        e.fast.local_put(call, value, stamp, fresh_until, gen)
         return True
     payload = e.codec.encode(
         value,
@@ -265,6 +266,9 @@ def stage_fill(
         key=call.key,
         kind=call.kind,
     )
+    if e.oversized(call, payload):
+        return False
+    e.fast.local_put(call, value, stamp, fresh_until, gen)
     return payload, redis_ttl_ms(written, hard_until)
 
 

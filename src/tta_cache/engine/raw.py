@@ -89,7 +89,8 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
 
 
 def set_flow(e: Engine, items: Sequence[tuple[Call, Any]], on_error: str) -> Flow[None]:
-    """Stamp with current versions, fill L1, one pipeline to Redis."""
+    """Stamp with current versions, fill L1, one pipeline to Redis; a value whose envelope is
+    over ``max_value_bytes`` goes to neither tier."""
     versions = e.versions
     tags = sorted({t for c, _ in items for t in c.tags})
     if e.redis is None:
@@ -123,6 +124,8 @@ def set_flow(e: Engine, items: Sequence[tuple[Call, Any]], on_error: str) -> Flo
                 key=call.key,
                 kind=call.kind,
             )
+            if e.oversized(call, payload):
+                continue
             writes.append((call.key, payload, redis_ttl_ms(now, hard_until)))
         e.fast.local_put(call, value, stamp, fresh_until, gen)
     if writes and e.redis_usable():
