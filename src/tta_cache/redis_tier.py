@@ -19,7 +19,7 @@ import itertools
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -150,14 +150,27 @@ def _pool_usage(
     return {"in_use": in_use, "idle": idle, "available": max(0, most - in_use), "max": most}
 
 
+def _secret_name(name: str) -> bool:
+    """Whether an option or URL query parameter named ``name`` holds a secret."""
+    name = name.lower()
+    return "password" in name or "secret" in name or name in ("auth", "token")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs, health output and the CLI)."""
+    """The URL with any password (in the authority or the query) replaced by ``***`` (for
+    reprs, logs, health output and the CLI)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{name}=***" if _secret_name(name) else f"{name}{sep}{value}"
+            for name, sep, value in (p.partition("=") for p in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,21 @@ class RedisConfig:
     pool_timeout: float = 1.0
     health_check_interval: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Never the password: not in the URL, the field, or a password-like extra option.
+        shown = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("url", "password", "extra")
+        }
+        extra = {k: "***" if _secret_name(k) else v for k, v in self.extra.items()}
+        password = None if self.password is None else "***"
+        items = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return (
+            f"RedisConfig(url={mask_url(self.url)!r}, password={password!r}, {items}, "
+            f"extra={extra!r})"
+        )
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
