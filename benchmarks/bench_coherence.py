@@ -31,7 +31,7 @@ import redis
 
 import tta_cache as tc
 from tta_cache.coherence import Message, Subscriber
-from tta_cache.redis_tier import RedisConfig, make_sync_client
+from tta_cache.tiers import RedisConfig, make_sync_client
 
 from ._harness import redis_server  # the test suite's RedisServer, on a free loopback port
 

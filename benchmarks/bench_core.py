@@ -39,7 +39,7 @@ import redis.asyncio as aredis
 from cachetools.keys import hashkey
 
 import tta_cache as tc
-from tta_cache.redis_tier import RedisConfig, make_sync_client
+from tta_cache.tiers import RedisConfig, make_sync_client
 from tta_cache.tta import EmotionalState, EmotionalStateType, SessionState, SessionStatus
 
 from ._harness import (

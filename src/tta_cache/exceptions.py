@@ -9,12 +9,13 @@
     ├── SerializationError (TypeError)       a value cannot be encoded by the configured serializer
     ├── DecodeError                          a payload is corrupt, foreign, truncated or unsigned
     ├── BackendError                         Redis failed (down, slow, refused); wraps redis-py's
-    │   └── BackendTimeout (TimeoutError)    an operation exceeded ``op_timeout``
+    │   ├── BackendTimeout (TimeoutError)    an operation exceeded ``op_timeout``
+    │   └── PoolTimeout (TimeoutError)       no pooled connection came free within ``pool_timeout``
     ├── LeaseTimeout (TimeoutError)          waited ``lock_timeout`` for another holder's fill
     └── ComputeTimeout (TimeoutError)        the decorated function exceeded its ``hard_timeout``
 
-Redis errors are translated into :class:`BackendError` in one place (``redis_tier``); callers of a
-decorated function only see one when ``on_error="raise"``.
+Redis errors are translated into :class:`BackendError` in one place (``tiers.redis.errors``);
+callers of a decorated function only see one when ``on_error="raise"``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "DecodeError",
     "KeyEncodingError",
     "LeaseTimeout",
+    "PoolTimeout",
     "SerializationError",
     "TemplateError",
 ]
@@ -63,6 +65,11 @@ class BackendError(CacheError):
 
 class BackendTimeout(BackendError, TimeoutError):
     """A Redis operation did not answer within ``op_timeout``."""
+
+
+class PoolTimeout(BackendError, TimeoutError):
+    """No pooled connection came free within ``pool_timeout``: this process's own load (every one
+    of ``max_connections`` busy), not a Redis fault, so the circuit breaker does not count it."""
 
 
 class LeaseTimeout(CacheError, TimeoutError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.policy import BreakerState
 from .exceptions import BackendError
-from .redis_tier import mask_url
+from .tiers import mask_url
 
 if TYPE_CHECKING:
     from .api import Cache

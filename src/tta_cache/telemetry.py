@@ -65,7 +65,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .core.policy import BreakerState
 from .middleware import BaseMiddleware, Next, Operation, error_type, flow_state
-from .redis_tier import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
+from .tiers import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

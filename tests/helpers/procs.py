@@ -138,6 +138,26 @@ def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> 
     cache.close()
 
 
+def follower(index: int, url: str, ctl: Control, out: str, want: int, max_seconds: float) -> None:
+    """Serve the tagged entry from L1, then read it in a tight loop until it returns ``want`` or
+    ``max_seconds`` pass; write whether it got there (``reached``) and the channel figures."""
+    quiet_logs()
+    cache, load = make_cache(url, ctl.truth)
+    if not cache.wait_ready(15.0):
+        raise RuntimeError("invalidation channel not up")
+    for _ in range(200):
+        load("d1")
+    ctl.ready[index] = 1
+    deadline = time.monotonic() + max_seconds
+    reads = 0
+    reached = False
+    while not reached and time.monotonic() < deadline:
+        reads += 1
+        reached = load("d1") >= want
+    Path(out).write_text(json.dumps({"reached": reached, "reads": reads, **channel_report(cache)}))
+    cache.close()
+
+
 def writer(
     index: int,
     url: str,

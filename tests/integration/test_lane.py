@@ -18,7 +18,7 @@ import pytest
 import tta_cache as tc
 from helpers.redis_server import RedisServer
 from tta_cache.exceptions import BackendError
-from tta_cache.redis_tier import AsyncRedisTier, Lane, RedisConfig, RedisTier
+from tta_cache.tiers import NOT_AN_ENTRY, AsyncRedisTier, Lane, RedisConfig, RedisTier
 
 
 @pytest.fixture
@@ -83,8 +83,10 @@ def test_error_reply_leaves_the_connection_in_step(
     assert load("good") == "GOOD"
     with redis_server.client() as admin:
         admin.rpush(load.cache_key("list"), "not", "an", "entry")
-    assert load("list") == "LIST"  # GET answered WRONGTYPE: a counted error, the function serves
-    assert cache.stats()["errors"] >= 1
+        admin.rpush("list", "not", "an", "entry")
+    assert load("list") == "LIST"  # GET answered WRONGTYPE: an undecodable miss, then a fill
+    assert cache.stats()["errors"] == 0
+    assert cache.stats()["decode_errors"] >= 1
     # the same connection answers the next command with that command's reply
     assert load("good") == "GOOD"
     assert calls == ["good", "list"]
@@ -93,10 +95,12 @@ def test_error_reply_leaves_the_connection_in_step(
     assert tier is not None
     with redis_server.client() as admin:
         connected = admin.info("stats")["total_connections_received"]
-    with pytest.raises(BackendError, match="WRONGTYPE"):
-        tier.get(load.cache_key("list"))
-    with pytest.raises(BackendError, match="WRONGTYPE"):
-        tier.read(load.cache_key("list"), [cache.engine.tag_key("t")])  # both replies read
+    assert tier.get("list") == NOT_AN_ENTRY
+    listed = tier.read("list", [cache.engine.tag_key("t")])  # both replies read
+    assert listed.raw == NOT_AN_ENTRY
+    assert listed.versions is not None
+    with pytest.raises(BackendError, match="invalid expire"):
+        tier.write("x", b"payload", 0)
     assert tier.read(cache.engine.raw_key("good"), [cache.engine.tag_key("t")]).raw is not None
     assert tier.get(cache.engine.raw_key("good")) is not None
     with redis_server.client() as admin:  # an error reply does not cost the connection
@@ -251,8 +255,9 @@ async def test_async_read_pipeline_survives_lost_scripts_and_error_replies(
     assert (again.raw, again.versions) == (b"v", first.versions)
     with redis_server.client() as admin:
         connected = admin.info("stats")["total_connections_received"]
-    with pytest.raises(BackendError, match="WRONGTYPE"):
-        await atier.read("list", ["tag:a"])
+    assert (await atier.read("list", ["tag:a"])).raw == NOT_AN_ENTRY  # WRONGTYPE, read whole
+    with pytest.raises(BackendError, match="invalid expire"):
+        await atier.write("x", b"payload", 0)
     assert (await atier.read("k", ["tag:a"])).raw == b"v"
     with redis_server.client() as admin:  # the error reply cost no connection
         assert admin.info("stats")["total_connections_received"] == connected + 1

@@ -26,7 +26,7 @@ import redis
 import tta_cache as tc
 from helpers.caches import aclose_all
 from tta_cache.coherence import Message
-from tta_cache.redis_tier import Lease, RedisConfig, RedisTier
+from tta_cache.tiers import Lease, RedisConfig, RedisTier
 
 NS = "lease"
 WAIT = 10.0  # bound on every wait in these tests; never reached when things work

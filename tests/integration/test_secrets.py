@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import tta_cache as tc
 from helpers.redis_server import RedisServer
 from tta_cache.cli import main
-from tta_cache.redis_tier import RedisConfig
+from tta_cache.tiers import RedisConfig
 
 PASSWORD = "pw-Zq8r!redis"
 SIGNING = "sig-Hk2v9-signing-key-0123456789"

@@ -57,6 +57,9 @@ def test_a_multi_tag_invalidation_reaches_another_cache(topology_url: str) -> No
             source["s1"] = version  # both tags moved: either one alone would also do
             writer.invalidate(session="s1")
             assert eventually(lambda v=version: load("s1", "u1") == v)
+        source["s1"] = "v4"
+        writer.delete_keys([load.cache_key("s1", "u1")])  # a per-call invalidation, sync
+        assert eventually(lambda: load("s1", "u1") == "v4")
 
 
 def test_raw_access_and_async_calls_work(topology_url: str) -> None:
@@ -79,6 +82,9 @@ def test_raw_access_and_async_calls_work(topology_url: str) -> None:
             assert await cache.aget_many([f"k{i}" for i in range(20)] + ["absent"]) == {
                 f"k{i}": i for i in range(20)
             }
+            # keys in several Cluster slots: one DEL each, then the message
+            await cache.adelete_keys([cache.engine.raw_key(k) for k in ("k1", "k2")])
+            assert await cache.aget_many(["k1", "k2", "k3"]) == {"k3": 3}
             await cache.ainvalidate(tags=["custom:x"])
             assert await cache.aget("k3", "gone") == "gone"
             assert cache.stats()["errors"] == 0
@@ -89,8 +95,10 @@ def test_raw_access_and_async_calls_work(topology_url: str) -> None:
 async def test_a_unix_socket_url_serves_sync_and_async(tmp_path: Path) -> None:
     sock = tmp_path / "redis.sock"
     with RedisServer("--unixsocket", str(sock), "--unixsocketperm", "700") as server:
-        cache = tc.Cache(f"unix://{sock}?db=0", namespace="unix")
+        cache = tc.Cache(f"unix://{sock}?db=0&pool_timeout=3", namespace="unix")
         try:
+            assert cache.engine.redis is not None
+            assert cache.engine.redis.cfg.pool_timeout == 3  # ours, not handed to redis-py
 
             @cache.cached(ttl=60)
             def square(n: int) -> int:

@@ -14,7 +14,7 @@ from ..core.policy import CircuitBreaker
 from ..engine import Engine
 from ..health import ConnectionStats
 from ..middleware import Middleware
-from ..redis_tier import RedisConfig
+from ..tiers import RedisConfig
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider

@@ -13,7 +13,7 @@ from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
 from ..exceptions import ConfigurationError
 from ..middleware import Middleware
-from ..redis_tier import mask_url
+from ..tiers import mask_url
 from .build import build_engine, middleware_chain
 from .options import DEFAULT_TTL, check_on_error, session_options, timeouts
 from .raw_access import RawAccess, RawCalls
@@ -57,7 +57,10 @@ class Cache(RawAccess):
     (stale-if-error). ``hard_timeout`` bounds every computation (``ComputeTimeout``).
     ``lock=True`` functions take a Redis lease on a miss; ``lock_timeout`` bounds it and each wait
     for it. ``breaker_threshold`` Redis failures within ``breaker_window`` seconds open the
-    circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. Redis is
+    circuit breaker: Redis is skipped for ``breaker_reset_timeout`` seconds, then probed. A caller
+    waits up to ``pool_timeout`` seconds (default 10, or the URL's ``?pool_timeout=``) for one of
+    ``max_connections`` pooled connections: a wait is counted in ``stats()["pool"]``, and one that
+    runs out is a fail-open ``PoolTimeout`` the breaker does not count. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     A value whose envelope is over ``max_value_bytes`` (default 1 MiB; ``None``: no limit) is
@@ -96,6 +99,7 @@ class Cache(RawAccess):
         hard_timeout: float | None = None,
         error_throttle: float = 5.0,
         max_connections: int = 50,
+        pool_timeout: float | None = None,
         health_check_interval: float = 30.0,
         breaker: CircuitBreaker | None = None,
         breaker_threshold: int = 5,
@@ -149,6 +153,7 @@ class Cache(RawAccess):
             redis_options={
                 "op_timeout": op_timeout,
                 "max_connections": max_connections,
+                **({} if pool_timeout is None else {"pool_timeout": pool_timeout}),
                 "health_check_interval": health_check_interval,
                 "extra": dict(redis_options or {}),
             },

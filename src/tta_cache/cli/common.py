@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ..api import Cache
 from ..api.options import keys_from_environment
 from ..exceptions import BackendError, ConfigurationError
-from ..redis_tier import mask_url
+from ..tiers import mask_url
 from .progress import Progress
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import argparse
 from typing import TextIO
 
 from ..exceptions import BackendError
-from ..redis_tier import mask_url
+from ..tiers import mask_url
 from .common import (
     EXIT_FAILED,
     EXIT_OK,

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..exceptions import BackendError
 from ..operations import EmbeddedRedis
-from ..redis_tier import RedisConfig, make_sync_client, mask_url, translated
+from ..tiers import RedisConfig, make_sync_client, mask_url, translated
 from .config import DEMO_TTL, DemoConfig
 from .measures import Histogram, WorkerReport, count_stale, new_tiers
 from .report import DemoReport

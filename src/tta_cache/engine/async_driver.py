@@ -21,7 +21,7 @@ from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
 if TYPE_CHECKING:
-    from ..redis_tier import Read
+    from ..tiers import Read
     from .engine import Engine
 
 __all__ = ["AsyncDriver"]

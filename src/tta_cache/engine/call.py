@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..core.policy import Freshness
-from ..redis_tier import Lease, Read
+from ..tiers import Lease, Read
 
 __all__ = [
     "MISSING",

@@ -34,12 +34,11 @@ from ..codec import Codec, Entry
 from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness
-from ..exceptions import BackendError, DecodeError
+from ..exceptions import BackendError, DecodeError, PoolTimeout
 from ..health import ConnectionStats, HealthMonitor, probe
-from ..local import LocalTier
 from ..middleware import Chain, Middleware, Operation
-from ..redis_tier import AsyncRedisTier, RedisConfig, RedisTier
 from ..stats import Stats
+from ..tiers import AsyncRedisTier, LocalTier, RedisConfig, RedisTier, tier_figures
 from . import fork
 from .async_driver import AsyncDriver
 from .bounds import Bounds
@@ -185,7 +184,7 @@ class Engine:
         """Count, log, and raise only when asked to (I4)."""
         kind = type(exc.__cause__ or exc).__name__
         self.stats.error(kind)
-        if isinstance(exc, BackendError):
+        if isinstance(exc, BackendError) and not isinstance(exc, PoolTimeout):  # Redis's fault
             self.breaker.record_failure()
             self.connection.down(exc)
         log.warning("tta-cache %s failed (%s): %s; serving without it", what, kind, exc)
@@ -322,6 +321,7 @@ class Engine:
                 "history": self.connection.breaker_history(),
             },
             "connection": self.connection.snapshot(),
+            **tier_figures(self.redis, self.aredis),
         }
 
     def health_state(self) -> dict[str, Any]:
@@ -349,6 +349,8 @@ class Engine:
         if self.redis_cfg is not None:
             self.versions.distrust()  # trusted again once the child's own channel is up
         self.monitor = None
+        if self.aredis is not None:
+            self.aredis.forked()  # the sync pools reconnect by themselves (redis-py checks the pid)
         for part in (
             self.counters,
             self.flights,

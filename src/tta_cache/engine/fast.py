@@ -13,8 +13,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..core.policy import Verdict, judge
-from ..local import LocalEntry
-from ..redis_tier import Read
+from ..tiers import LocalEntry, Read
 from .call import MISSING, Call, Stamp
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from ..codec import Entry
 from ..coherence import Message
 from ..core.policy import Verdict, expiries, judge, redis_ttl_ms
 from ..exceptions import BackendError
-from ..redis_tier import Lease, Read
+from ..tiers import Lease, Read
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, LeaseWait, Loaded, Stamp
 
 if TYPE_CHECKING:

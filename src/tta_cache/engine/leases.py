@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..core.policy import backoff
-from ..redis_tier import Lease
+from ..tiers import Lease
 from .call import Call, LeaseWait
 from .counters import Counters
 from .fork import reinit

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ..coherence import FailoverWatch, Message, Subscriber, TagVersions
-from ..redis_tier import RedisConfig, make_sentinel_clients, make_sync_client
 from ..stats import Stats
+from ..tiers import RedisConfig, make_sentinel_clients, make_sync_client
 from .fork import reinit
 
 __all__ = ["ChannelLink"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..redis_tier import RedisTier
+from ..tiers import RedisTier
 from .keyspace import Keyspace, Scanned
 from .layout import key_kind
 from .runs import new_stats, run

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import Entry
 from ..coherence import Message
 from ..exceptions import ConfigurationError, DecodeError
-from ..redis_tier import RedisTier
+from ..tiers import RedisTier, parse_version
 from .runs import Deadline
 
 if TYPE_CHECKING:
@@ -141,13 +141,14 @@ class Keyspace:
         return out
 
     def versions(self, tier: RedisTier, entries: Iterable[Scanned]) -> dict[str, int | None]:
-        """Current tag versions (absent: None) for every tag stamped on ``entries``."""
+        """Current tag versions for every tag stamped on ``entries`` (None: absent, or corrupt,
+        which the next read replaces by a larger one)."""
         tags = sorted({t for e in entries for t, _ in e.entry.stamp})
         if not tags:
             return {}
         tag_key = self.cache.engine.tag_key
         raws = tier.get_many([tag_key(t) for t in tags])
-        return {t: None if v is None else int(v) for t, v in zip(tags, raws, strict=True)}
+        return {t: parse_version(v) for t, v in zip(tags, raws, strict=True)}
 
     def existing(self, tier: RedisTier, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` exist (one pipeline of EXISTS)."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.keys import tag
 from ..exceptions import BackendError, ConfigurationError
-from ..redis_tier import RedisTier
+from ..tiers import RedisTier
 from . import cleanup, purge, rotation
 from .keyspace import SCAN_COUNT, Keyspace, Scanned
 from .layout import SESSION_SCOPED_KINDS

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..codec import Codec, Sealing
 from ..exceptions import ConfigurationError, DecodeError
-from ..redis_tier import RedisTier
+from ..tiers import RedisTier
 from .keyspace import Keyspace
 from .runs import new_stats, run
 

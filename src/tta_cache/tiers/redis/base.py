@@ -1,0 +1,64 @@
+"""What the sync and asyncio Redis tiers share: their settings and figures, and every decision
+about what to send and how to read the replies that is not I/O (the tiers only send and await)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .commands import Command, Lease, fill_plan, script_runs
+from .config import RedisConfig
+from .figures import TierFigures
+from .replies import LeaseReply, Read, entry_reply, lease_reply, same_slot, versions_reply
+
+__all__ = ["TierBase"]
+
+
+class TierBase:
+    """Settings, figures and reply reading of :class:`~.sync.RedisTier` and
+    :class:`~.asyncio.AsyncRedisTier`."""
+
+    def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
+        self.cfg = cfg
+        self.cluster = cfg.mode == "cluster"
+        self._tag_ttl = tag_ttl
+        self.figures = TierFigures()
+        # Kept connections: never enough to starve the pool's other users; none in Cluster.
+        self.lane_size = 0 if self.cluster else min(8, cfg.max_connections // 4)
+
+    def _runs(
+        self, keys: Sequence[str], names: Sequence[str] = ()
+    ) -> list[tuple[list[str], list[str]]]:
+        return script_runs(keys, names, cluster=self.cluster)
+
+    def _apart(self, key: str, lease: Lease) -> bool:
+        """Whether ``key`` and its lease lie in different Cluster slots (one script cannot hold
+        both: its lease read and fill take several commands)."""
+        return self.cluster and not same_slot(key, lease.key)
+
+    def _fill_plan(
+        self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes
+    ) -> tuple[Command | None, list[str], list[Any]]:
+        return fill_plan(key, payload, px, lease, notice, apart=self._apart(key, lease))
+
+    def _versions_of(self, reply: Any, count: int) -> tuple[int, ...]:
+        versions, replaced = versions_reply(reply, count)
+        if replaced:
+            self.figures.replaced(replaced)
+        return versions
+
+    def _read_of(self, replies: Sequence[Any], count: int) -> Read:
+        """The :class:`Read` of :func:`~.commands.read_commands`' replies."""
+        raw, found = replies
+        return Read(entry_reply(raw), self._versions_of(found, count))
+
+    def _leased(self, reply: LeaseReply, versions: tuple[int, ...] | None) -> Read:
+        raw, granted, holder, replaced = reply
+        if replaced:
+            self.figures.replaced(replaced)
+        return Read(raw, versions, granted, holder)
+
+    def _lease_read_of(self, replies: Sequence[Any], count: int) -> Read:
+        """The :class:`Read` of :func:`~.commands.lease_read_commands`' replies."""
+        versions = self._versions_of(replies[1], count) if count else None
+        return self._leased(lease_reply(replies[0]), versions)

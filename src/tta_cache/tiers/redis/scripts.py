@@ -1,0 +1,147 @@
+"""The Lua scripts of the Redis tier: tag versions, their bump, the lease read and the fill.
+
+Each is one round trip and one atomic step. They repair what they read: a tag version key that holds
+no valid version (lost, or corrupt) gets a fresh one; a corrupt lease key is taken over. They are
+registered by SHA and called by EVALSHA (see :mod:`.sync` and :mod:`.asyncio`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BUMP_LUA",
+    "FILL_LUA",
+    "LEASE_READ_LUA",
+    "LEASE_READ_SHA",
+    "PIPELINED",
+    "VERSIONS_LUA",
+    "VERSIONS_SHA",
+    "Scripts",
+]
+
+# Tag versions start at the server's clock in microseconds, so a version recreated after data loss
+# (restart, eviction, FLUSHDB, failover to an empty replica) is larger than any it replaces: stamps
+# taken before the loss can never match again, and "merge by max" stays right. A key that holds no
+# valid version is corrupt and replaced the same way, and counted (the last element of the reply):
+# garbage, a sign, a leading zero, more than an int64 less one carries (one INCR more must still
+# fit the envelope's stamp), or another Redis type (GET fails with WRONGTYPE, hence pcall).
+_INIT = """
+local fresh = nil
+local replaced = 0
+local function valid(v)
+  if type(v) ~= 'string' then return false end
+  if v == '0' then return true end
+  if #v > 19 or not string.find(v, '^[1-9]%d*$') then return false end
+  return #v < 19 or v < '9223372036854775807'
+end
+local function version(k, ttl)
+  local v = redis.pcall('GET', k)
+  if valid(v) then
+    if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+    return v
+  end
+  if v then replaced = replaced + 1 end
+  if not fresh then
+    local t = redis.call('TIME')
+    fresh = t[1] .. string.format('%06d', tonumber(t[2]))
+  end
+  redis.call('SET', k, fresh, 'EX', ttl)
+  return fresh
+end
+"""
+
+# KEYS: tag version keys. ARGV[1]: seconds a version must outlive. Returns the versions, then the
+# number of corrupt keys replaced.
+VERSIONS_LUA = (
+    _INIT
+    + """
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = version(k, ttl) end
+out[#KEYS + 1] = replaced
+return out
+"""
+)
+
+# KEYS: tag version keys. ARGV[1]: ttl; ARGV[2]: channel; ARGV[3]: message head (JSON object without
+# its closing brace); ARGV[4..]: the tags, one per key. Bumps every version and publishes the tags
+# and their new versions in the same atomic step, so subscribers see versions of one tag in
+# increasing order. In a cluster it runs once per tag key, each run publishing its own tag.
+# Returns the new versions, then the number of corrupt keys replaced.
+BUMP_LUA = (
+    _INIT
+    + """
+local ttl = tonumber(ARGV[1])
+local out = {}
+local names = {}
+for i, k in ipairs(KEYS) do
+  version(k, ttl)
+  redis.call('INCR', k)
+  out[i] = redis.call('GET', k)
+  names[i] = ARGV[i + 3]
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"tags":' .. cjson.encode(names)
+  .. ',"v":[' .. table.concat(out, ',') .. ']}')
+out[#KEYS + 1] = replaced
+return out
+"""
+)
+
+
+# KEYS: the entry key, its lease key. ARGV: token, lease ms, force ("1": the caller cannot use the
+# entry it finds, so take the lease even though the key exists). One round trip for a miss under
+# ``lock=True``: returns {entry or false, 1 if the lease was granted else 0, the holder or false,
+# 1 if a corrupt lease was replaced else 0}. An entry key of another type reads as '' (no envelope
+# is empty: an undecodable miss, which the fill's SET overwrites). A lease key that holds no token
+# (see ``TOKEN``) with an expiry, or another type, was not taken by a caller: it is taken over.
+LEASE_READ_LUA = """
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then v = '' end
+if v and ARGV[3] ~= '1' then return {v, 0, false, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {v, 1, ARGV[1], 0} end
+local holder = redis.pcall('GET', KEYS[2])
+if type(holder) == 'string' and #holder <= 128 and string.find(holder, '^[%w%.:_%-]+$')
+    and redis.call('PTTL', KEYS[2]) > 0 then
+  return {v, 0, holder, 0}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {v, 1, ARGV[1], 1}
+"""
+
+# KEYS: the lease key[, the entry key]. ARGV: token, channel, fill notice[, payload, px]. Writes the
+# entry (if given; SET overwrites a key of any type), releases the lease only if it still holds our
+# token, and tells the waiters of every process at once: a fill, a release and a wake-up in one
+# round trip.
+FILL_LUA = """
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
+
+
+VERSIONS_SHA = _sha(VERSIONS_LUA)
+LEASE_READ_SHA = _sha(LEASE_READ_LUA)
+PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA)
+"""The scripts sent by EVALSHA inside pipelines (loaded again when Redis lost them)."""
+
+
+class Scripts(NamedTuple):
+    """The scripts registered with one client (redis-py ``Script`` objects: called, they send
+    EVALSHA and load the script again if Redis lost it)."""
+
+    versions: Any
+    bump: Any
+    lease_read: Any
+    fill: Any
+
+    @classmethod
+    def register(cls, client: Any) -> Scripts:
+        scripts = (VERSIONS_LUA, BUMP_LUA, LEASE_READ_LUA, FILL_LUA)
+        return cls(*(client.register_script(script) for script in scripts))
