@@ -6,7 +6,9 @@ Standalone, Sentinel and Cluster are chosen by URL::
     redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]
     redis+cluster://[:password@]host:port[,host:port...]
 
-``?db=`` and ``?pool_timeout=`` are read from the query of any of them.
+``rediss+sentinel://`` and ``rediss+cluster://`` (or ``?ssl=true``) are the TLS forms of the last
+two. ``?db=``, ``?pool_timeout=`` and the TLS options of :mod:`.tls` (``?ssl_ca_certs=...``) are
+read from the query of any of them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...exceptions import ConfigurationError
+from .tls import TLS_OPTIONS, TlsOptions, tls_from
 
 __all__ = ["RedisConfig", "mask_url"]
+
+_SCHEMES = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "standalone",
+    "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+}
 
 
 def _secret_name(name: str) -> bool:
@@ -68,6 +81,8 @@ class RedisConfig:
     pool_timeout: float = 10.0
     health_check_interval: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    """CA, client certificate and checks of TLS connections (used when ``ssl``)."""
 
     def __repr__(self) -> str:
         # Never the password: not in the URL, the field, or a password-like extra option.
@@ -91,11 +106,16 @@ class RedisConfig:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
+        """The configuration for ``url``; ``overrides`` are fields, or TLS options (``ssl_*``,
+        also accepted inside ``extra``, where ``Cache(redis_options=...)`` puts them)."""
         parts = urlsplit(url)
         scheme = parts.scheme
-        mode = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "standalone")
-        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+        if scheme not in _SCHEMES:
             raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+        mode = _SCHEMES[scheme]
+        extra = dict(overrides.pop("extra", None) or {})
+        tls_given = {k: extra.pop(k) for k in TLS_OPTIONS if k in extra}
+        tls_given.update({k: overrides.pop(k) for k in TLS_OPTIONS if k in overrides})
         hosts: list[tuple[str, int]] = []
         netloc = parts.netloc.rsplit("@", 1)[-1]
         default_port = 26379 if mode == "sentinel" else 6379
@@ -112,6 +132,9 @@ class RedisConfig:
         elif mode == "standalone" and scheme != "unix" and path:
             db = int(path[0])
         query = parse_qs(parts.query)
+        ssl, tls = tls_from(
+            query, tls_given, scheme_tls=scheme.startswith("rediss"), unix=scheme == "unix"
+        )
         if "db" in query:
             db = int(query["db"][0])
         if "pool_timeout" in query and "pool_timeout" not in overrides:
@@ -128,13 +151,19 @@ class RedisConfig:
             db=db,
             password=unquote(parts.password) if parts.password else None,
             username=unquote(parts.username) if parts.username else None,
-            ssl=scheme == "rediss",
+            ssl=ssl,
+            tls=tls,
+            extra=extra,
             **overrides,
         )
 
     @property
     def address(self) -> tuple[str, int]:
         return self.hosts[0] if self.hosts else ("127.0.0.1", 6379)
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's ``ssl_*`` keyword arguments when TLS is on, else none."""
+        return self.tls.kwargs() if self.ssl else {}
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -143,6 +172,7 @@ class RedisConfig:
             "health_check_interval": self.health_check_interval,
             "password": self.password,
             "username": self.username,
+            **self.tls_kwargs(),
             **self.extra,
             "decode_responses": False,  # payloads are binary envelopes
         }
