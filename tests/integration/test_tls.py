@@ -159,7 +159,7 @@ def test_the_server_certificate_is_verified(
     cache = make(tls_server.url, redis_options=options, op_timeout=1.0)
     assert cache.get("k") is None
     assert cache.stats()["errors"] >= 1
-    with pytest.raises(tc.BackendError, match="certificate verify failed|SSL"):
+    with pytest.raises(tc.BackendError, match=r"certificate verify failed|SSL"):
         cache.set("k", 1, on_error="raise")
 
 
@@ -172,9 +172,11 @@ def test_a_client_without_a_certificate_is_refused(
 
 
 def test_plain_tcp_does_not_reach_a_tls_only_server(tls_server: TlsRedisServer) -> None:
-    with redis.Redis(host="127.0.0.1", port=tls_server.port, socket_timeout=1.0) as plain:
-        with pytest.raises(redis.RedisError):
-            plain.ping()
+    with (
+        redis.Redis(host="127.0.0.1", port=tls_server.port, socket_timeout=1.0) as plain,
+        pytest.raises(redis.RedisError),
+    ):
+        plain.ping()
 
 
 # ---------------------------------------------------------------------- Cluster and Sentinel
