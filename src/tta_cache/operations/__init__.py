@@ -13,11 +13,13 @@
 ``layout``         the facade's state keys, the kind of a Redis key
 ``inventory``      what a namespace holds (``tta-cache stats``)
 ``embedded``       :class:`EmbeddedRedis`, a throwaway ``redis-server`` for demos and quick starts
+``acl``            :func:`acl_rule`, the Redis ACL a namespace's user needs
 =================  ==========================================================================
 """
 
 from __future__ import annotations
 
+from .acl import ACL_COMMANDS, CLUSTER_COMMANDS, MAINTENANCE_COMMANDS, acl_rule
 from .embedded import EmbeddedRedis, find_binary, find_redis_server
 from .inventory import namespace_inventory
 from .layout import SESSION_SCOPED_KINDS, key_kind, state_key
@@ -25,10 +27,14 @@ from .manager import CacheInvalidationManager
 from .privacy import Pseudonymizer, user_hash
 
 __all__ = [
+    "ACL_COMMANDS",
+    "CLUSTER_COMMANDS",
+    "MAINTENANCE_COMMANDS",
     "SESSION_SCOPED_KINDS",
     "CacheInvalidationManager",
     "EmbeddedRedis",
     "Pseudonymizer",
+    "acl_rule",
     "find_binary",
     "find_redis_server",
     "key_kind",
