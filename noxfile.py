@@ -1,6 +1,9 @@
-"""Developer sessions: ``nox -s tests lint typecheck bench docs examples``."""
+"""Developer sessions: ``nox -s tests lint typecheck bench docs examples fuzz``."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import nox
 
@@ -61,3 +64,27 @@ def examples(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     session.install("-e", ".", "mkdocs")
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing (atheris) of the envelope decoder and the key encoder.
+
+    ``nox -s fuzz`` runs one minute; ``nox -s fuzz -- 10`` ten; ``--no-venv`` fuzzes in the
+    current environment (which must have atheris and cryptography). The corpus is kept in
+    build/fuzz/corpus between runs; a crash writes its input to build/fuzz/ and fails the session.
+    """
+    minutes = float(session.posargs[0]) if session.posargs else 1.0
+    if session.venv_backend != "none":  # --no-venv: the current environment, as it is
+        session.install("-e", ".[test,crypto]", "atheris")
+    corpus = Path("build/fuzz/corpus")
+    corpus.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "python",
+        "tests/fuzz/fuzz_codec.py",
+        f"-max_total_time={max(1, round(minutes * 60))}",
+        "-artifact_prefix=build/fuzz/",
+        "-print_final_stats=1",
+        str(corpus),
+        env={"PYTHONPATH": os.pathsep.join(["src", "tests"])},  # src: also with --no-venv
+    )

@@ -101,8 +101,11 @@ class RedisServer:
         cluster: bool = False,
         binary: str | None = None,
         start_timeout: float = 15.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._extra_args = list(extra_args)
+        # How a client must connect (a password, TLS): used by client() and the start probe.
+        self.client_options = dict(client_options or {})
         self._cluster = cluster
         self._port_fixed = port is not None
         self._port = port if port is not None else free_port(cluster_bus=cluster)
@@ -156,8 +159,8 @@ class RedisServer:
         return "\n".join(parts)
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        """A new ``redis.Redis`` for this server; the caller closes it."""
-        return redis.Redis(host=HOST, port=self._port, **kwargs)
+        """A new ``redis.Redis`` for this server (with ``client_options``); the caller closes it."""
+        return redis.Redis(host=HOST, port=self._port, **{**self.client_options, **kwargs})
 
     def start(self) -> RedisServer:
         """Start the process and wait until it answers; a no-op when already running."""
@@ -265,7 +268,7 @@ class RedisServer:
                     f"{self.log_tail()}"
                 )
             # Ask for the pid: another server that grabbed the port must not pass for ours.
-            if _server_pid(self._port) == process.pid:
+            if _server_pid(self._port, self.client_options) == process.pid:
                 return
             time.sleep(0.02)
         self._terminate(signal.SIGKILL)
@@ -725,7 +728,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _server_pid(port: int) -> int | None:
+def _server_pid(port: int, options: Mapping[str, Any] | None = None) -> int | None:
     """The process id of whatever Redis answers on ``port``, or None if nothing does yet."""
     client = redis.Redis(
         host=HOST,
@@ -733,6 +736,7 @@ def _server_pid(port: int) -> int | None:
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
         retry=Retry(NoBackoff(), 0),
+        **(options or {}),
     )
     try:
         return int(client.info("server")["process_id"])

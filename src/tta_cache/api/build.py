@@ -36,6 +36,7 @@ def build_engine(
     breaker: CircuitBreaker | None,
     breaker_options: tuple[int, float, float],
     redis_options: Mapping[str, Any],
+    max_value_bytes: int | None = None,
 ) -> Engine:
     """The engine for these options; ``breaker_options`` is (threshold, window, reset timeout)."""
     cfg = None if redis_url is None else RedisConfig.from_url(redis_url, **redis_options)
@@ -61,6 +62,7 @@ def build_engine(
         breaker=breaker,
         connection=connection,
         error_throttle=error_throttle,
+        max_value_bytes=max_value_bytes,
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..codec import Codec, Serializer
+from ..codec import Codec, EncryptionKeys, Serializer
 from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
@@ -65,6 +65,15 @@ class Cache(RawAccess):
     ``pipelining=True`` (asyncio): the Redis reads and fills of tasks of one event loop that run
     while others' are on the wire go out together as one pipeline; a lone call is sent at once.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
+    A value whose envelope is over ``max_value_bytes`` (default 1 MiB; ``None``: no limit) is
+    returned but cached in neither tier, and counted in ``stats()["oversized_values"]``.
+
+    Data at rest (docs/security.md): ``signing_key`` (one, or a list: the first signs, all
+    verify) signs every entry; ``encryption_keys={"k2": key, "k1": old_key}`` (32-byte keys or
+    their base64 text; the first encrypts, all decrypt; needs ``tta-cache[crypto]``) encrypts
+    the kinds in ``encrypt_kinds`` (default ``("emotional", "therapeutic")``, ``"*"`` for every
+    kind) with AES-256-GCM, bound to the namespace, the Redis key and the kind; they are not
+    compressed unless ``compress_encrypted=True`` (compression leaks through lengths).
     """
 
     def __init__(
@@ -80,7 +89,11 @@ class Cache(RawAccess):
         beta: float = 1.0,
         serializer: str | Serializer = "json",
         compress_min_bytes: int | None = 1024,
+        max_value_bytes: int | None = 1_048_576,
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
+        encryption_keys: EncryptionKeys | None = None,
+        encrypt_kinds: str | Iterable[str] | None = None,
+        compress_encrypted: bool = False,
         on_error: str = "ignore",
         op_timeout: float = 0.25,
         lock_timeout: float = 5.0,
@@ -107,6 +120,8 @@ class Cache(RawAccess):
         check_on_error(on_error)
         if local_maxsize < 0:
             raise ConfigurationError("local_maxsize must be >= 0 (0 turns L1 off)")
+        if max_value_bytes is not None and max_value_bytes < 1:
+            raise ConfigurationError("max_value_bytes must be >= 1, or None for no limit")
         if not lock_timeout > 0:
             raise ConfigurationError(f"lock_timeout must be > 0 seconds, not {lock_timeout!r}")
         self.soft_timeout, self.hard_timeout = timeouts(soft_timeout, hard_timeout)
@@ -121,7 +136,15 @@ class Cache(RawAccess):
             redis_url,
             namespace=namespace,
             local_maxsize=local_maxsize,
-            codec=Codec(serializer, compress_min_bytes=compress_min_bytes, signing_key=signing_key),
+            codec=Codec(
+                serializer,
+                compress_min_bytes=compress_min_bytes,
+                signing_key=signing_key,
+                encryption_keys=encryption_keys,
+                encrypt_kinds=encrypt_kinds,
+                compress_encrypted=compress_encrypted,
+                namespace=namespace,
+            ),
             on_error=on_error,
             lock_timeout=lock_timeout,
             error_throttle=error_throttle,
@@ -129,6 +152,7 @@ class Cache(RawAccess):
             rng=rng,
             breaker=breaker,
             breaker_options=(breaker_threshold, breaker_window, breaker_reset_timeout),
+            max_value_bytes=max_value_bytes,
             redis_options={
                 "op_timeout": op_timeout,
                 "max_connections": max_connections,

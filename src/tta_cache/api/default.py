@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from ..core.policy import Freshness
 from .cache import Cache
-from .options import session_options
+from .options import keys_from_environment, session_options
 from .spec import Spec, TagSpec
 from .wrappers import invalidating_wrapper, invalidation_templates, lazy
 
@@ -46,7 +46,8 @@ def configure(redis_url: str | None = None, **options: Any) -> Cache:
 
 
 def default_cache() -> Cache:
-    """The default cache: as configured, else ``TTA_CACHE_REDIS_URL`` or local only."""
+    """The default cache: as configured, else ``TTA_CACHE_REDIS_URL`` or local only; keys not
+    configured are read from ``TTA_CACHE_ENCRYPTION_KEYS`` and ``TTA_CACHE_SIGNING_KEYS``."""
     global _default
     if _default is None:
         with _default_lock:
@@ -54,7 +55,7 @@ def default_cache() -> Cache:
                 options = dict(_default_options)
                 if "redis_url" not in options:
                     options["redis_url"] = os.environ.get("TTA_CACHE_REDIS_URL") or None
-                _default = Cache(**options)
+                _default = Cache(**keys_from_environment(options))
     return _default
 
 

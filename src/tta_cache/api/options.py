@@ -1,5 +1,5 @@
 """The cache's options that are checked in one place: the seed's TTL per kind, ``on_error``,
-timeouts, and what ``cached_session`` adds to ``cached``."""
+timeouts, what ``cached_session`` adds to ``cached``, and the keys taken from the environment."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..codec import keys_from_env, signing_keys_from_env
 from ..exceptions import ConfigurationError, TemplateError
 
-__all__ = ["DEFAULT_TTL", "check_on_error", "session_options", "timeouts"]
+__all__ = ["DEFAULT_TTL", "check_on_error", "keys_from_environment", "session_options", "timeouts"]
 
 DEFAULT_TTL: dict[str, float] = {
     "session": 86_400,  # 24 hours
@@ -49,3 +50,15 @@ def session_options(func: Callable[..., Any], options: Mapping[str, Any]) -> dic
         )
     tags = ["session:{session_id}"] + (["user:{user_id}"] if "user_id" in params else [])
     return {"kind": "session", **options, "tags": (*tags, *options.get("tags", ()))}
+
+
+def keys_from_environment(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with ``encryption_keys`` from ``$TTA_CACHE_ENCRYPTION_KEYS`` and
+    ``signing_key`` from ``$TTA_CACHE_SIGNING_KEYS`` where they are not given (for the default
+    cache, the TTA facade and the CLI; :class:`~tta_cache.Cache` itself reads no environment)."""
+    out = dict(options)
+    if out.get("encryption_keys") is None and (keys := keys_from_env()) is not None:
+        out["encryption_keys"] = keys
+    if out.get("signing_key") is None and (signing := signing_keys_from_env()) is not None:
+        out["signing_key"] = signing
+    return out

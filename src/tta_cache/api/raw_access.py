@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..core.keys import NAMESPACE_TAG
+from ..core.keys import NAMESPACE_TAG, check_entry
 from ..core.policy import Freshness
 from ..engine import MISSING, Call, Engine
 
@@ -27,7 +27,8 @@ class RawCalls:
         self.engine = engine
         self.freshness = freshness
         self.on_error = on_error
-        self._gets: dict[tuple[str, Any], Call] = {}  # plain get() calls by (key, type_hint)
+        # calls without tags or ttl (plain gets) by (key, type_hint, kind)
+        self._gets: dict[tuple[str, Any, str | None], Call] = {}
 
     def call(
         self,
@@ -37,13 +38,14 @@ class RawCalls:
         ttl: float | None = None,
         type_hint: Any = None,
     ) -> Call:
-        plain = not tags and ttl is None and kind is None
+        plain = not tags and ttl is None
         if plain:
             with contextlib.suppress(KeyError, TypeError):
-                return self._gets[(key, type_hint)]
+                return self._gets[(key, type_hint, kind)]
         engine = self.engine
         redis_key = engine.raw_key(key)
         all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))
+        check_entry(redis_key, all_tags, "raw key")
         call = Call(
             key=redis_key,
             local_key=("raw", redis_key),
@@ -54,12 +56,13 @@ class RawCalls:
             type_hint=type_hint,
             on_error=self.on_error,
             kind=kind or "default",
+            any_kind=kind is None,
         )
         if plain:
             if len(self._gets) >= 4096:
                 self._gets.clear()
             with contextlib.suppress(TypeError):  # an unhashable type hint is not kept
-                self._gets[(key, type_hint)] = call
+                self._gets[(key, type_hint, kind)] = call
         return call
 
     def pairs(
@@ -84,31 +87,42 @@ class RawAccess:
 
     _check: Callable[[str | None], str]
 
-    def get(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
+    def get(
+        self, key: str, default: Any = None, *, type_hint: Any = None, kind: str | None = None
+    ) -> Any:
         """The value stored under ``key`` (L1, then Redis), or ``default``.
 
         ``type_hint`` (e.g. a dataclass) rebuilds a JSON/msgpack value read from Redis as that
-        type; L1 holds the value as it was set or first decoded.
+        type; L1 holds the value as it was set or first decoded. ``kind``: the kind the value
+        was set with; with encryption, naming it refuses an unencrypted entry of an encrypted
+        kind (without it only ``encrypt_kinds="*"`` can) and one encrypted as another kind.
         """
-        call = self._raw.call(key, type_hint=type_hint)
+        call = self._raw.call(key, kind, type_hint=type_hint)
         value = self.engine.run(self.engine.get_flow([call], self.on_error))[0]
         return default if value is MISSING else value
 
-    async def aget(self, key: str, default: Any = None, *, type_hint: Any = None) -> Any:
-        flow = self.engine.get_flow([self._raw.call(key, type_hint=type_hint)], self.on_error)
+    async def aget(
+        self, key: str, default: Any = None, *, type_hint: Any = None, kind: str | None = None
+    ) -> Any:
+        flow = self.engine.get_flow([self._raw.call(key, kind, type_hint=type_hint)], self.on_error)
         value = (await self.engine.arun(flow))[0]
         return default if value is MISSING else value
 
-    def get_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
-        """The keys found, in one Redis round trip for those L1 does not hold."""
+    def get_many(
+        self, keys: Iterable[str], *, type_hint: Any = None, kind: str | None = None
+    ) -> dict[str, Any]:
+        """The keys found, in one Redis round trip for those L1 does not hold (``type_hint`` and
+        ``kind`` as for :meth:`get`)."""
         keys = list(keys)
-        calls = [self._raw.call(k, type_hint=type_hint) for k in keys]
+        calls = [self._raw.call(k, kind, type_hint=type_hint) for k in keys]
         values = self.engine.run(self.engine.get_flow(calls, self.on_error))
         return {k: v for k, v in zip(keys, values, strict=True) if v is not MISSING}
 
-    async def aget_many(self, keys: Iterable[str], *, type_hint: Any = None) -> dict[str, Any]:
+    async def aget_many(
+        self, keys: Iterable[str], *, type_hint: Any = None, kind: str | None = None
+    ) -> dict[str, Any]:
         keys = list(keys)
-        calls = [self._raw.call(k, type_hint=type_hint) for k in keys]
+        calls = [self._raw.call(k, kind, type_hint=type_hint) for k in keys]
         flow = self.engine.get_flow(calls, self.on_error)
         values = await self.engine.arun(flow)
         return {k: v for k, v in zip(keys, values, strict=True) if v is not MISSING}

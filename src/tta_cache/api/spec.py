@@ -12,9 +12,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..core.keys import NAMESPACE_TAG, Template, check_name, encode_args, function_id, hash_tag
+from ..core.keys import (
+    MAX_ARGS_LEN,
+    MAX_KEY_LENGTH,
+    MAX_TAGS,
+    NAMESPACE_TAG,
+    Template,
+    check_entry,
+    check_name,
+    encode_args,
+    function_id,
+    hash_tag,
+)
 from ..core.policy import Freshness
 from ..engine import Call
+from ..exceptions import ConfigurationError
 
 __all__ = ["Spec", "TagSpec", "local_identity"]
 
@@ -96,6 +108,22 @@ class Spec(Generic[R]):
         self.pure_templates = not any(
             callable(t.source) for t in (*self.tag_templates, self.key_template) if t is not None
         )
+        self._check_bounds(where)
+
+    def _check_bounds(self, where: str) -> None:
+        """Refuse now what no call could cache: too many tags, or a key whose fixed part leaves
+        no room for the arguments. Calls whose key or tags carry unbounded text (a session id,
+        a ``key=`` template, a tag value) are checked when they are made."""
+        if len(self.tag_templates) > MAX_TAGS:
+            raise ConfigurationError(
+                f"{where}: {len(self.tag_templates)} tags, over {MAX_TAGS} per entry"
+            )
+        fixed = len(self.prefix) + len(self.function) + 1 + (3 if self.session_hash else 0)
+        if fixed + MAX_ARGS_LEN > MAX_KEY_LENGTH:
+            raise ConfigurationError(
+                f"{where}: the namespace, kind and function name take {fixed} of the "
+                f"{MAX_KEY_LENGTH} characters a key may have, leaving too little for arguments"
+            )
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Bound argument values in parameter order (defaults applied; ``self`` dropped)."""
@@ -147,6 +175,7 @@ class Spec(Generic[R]):
             tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
             key = self.redis_key(vals, arguments)
         tags = tuple(dict.fromkeys(tags))
+        check_entry(key, tags, self.function)
         local_key, local_types = local_identity(token, vals, key)
         return Call(
             key=key,

@@ -14,6 +14,7 @@ masked. ``--json`` prints one JSON document on stdout for scripts; exit codes ar
 ``status``          ``health``, ``stats``
 ``maintenance``     ``invalidate``, ``cleanup``, ``purge``
 ``privacy``         ``forget-user``, ``anonymize-user``
+``keys``            ``keygen``, ``rotate-keys``
 ==================  ==========================================================================
 """
 

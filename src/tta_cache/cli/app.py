@@ -13,6 +13,7 @@ from typing import TextIO
 from ..exceptions import ConfigurationError
 from .common import EXIT_FAILED, EXIT_USAGE, CommandExit
 from .demo import cmd_demo
+from .keys import cmd_keygen, cmd_rotate_keys
 from .maintenance import cmd_cleanup, cmd_invalidate, cmd_purge
 from .parser import build_parser
 from .privacy import cmd_anonymize_user, cmd_forget_user
@@ -30,6 +31,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "purge": cmd_purge,
     "forget-user": cmd_forget_user,
     "anonymize-user": cmd_anonymize_user,
+    "keygen": cmd_keygen,
+    "rotate-keys": cmd_rotate_keys,
 }
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..api import Cache
+from ..api.options import keys_from_environment
 from ..exceptions import BackendError, ConfigurationError
 from ..tiers import mask_url
 from .progress import Progress
@@ -84,7 +85,8 @@ def open_cache(args: argparse.Namespace, *, reach: bool = True) -> Iterator[Cach
     """A Cache on the configured Redis; with ``reach``, exit 3 unless it answers PING."""
     url = redis_url(args)
     try:
-        cache = Cache(url, namespace=args.namespace, op_timeout=args.timeout)
+        options = keys_from_environment({"namespace": args.namespace, "op_timeout": args.timeout})
+        cache = Cache(url, **options)
     except ConfigurationError as exc:
         raise CommandExit(EXIT_USAGE, f"bad configuration: {exc}") from exc
     except Exception as exc:  # a Cluster client connects at once: anything here is reachability

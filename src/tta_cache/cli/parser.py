@@ -209,6 +209,35 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument("user_id", metavar="USER_ID")
     anonymize.add_argument("--pseudonym", default=None, help="default: a random anon-<hex>")
     _add_confirm(anonymize)
+
+    rotate = command(
+        "rotate-keys",
+        "reseal entries that old encryption or signing keys sealed under the current ones",
+        "Walk the namespace and reseal every entry that only an old key of "
+        "$TTA_CACHE_ENCRYPTION_KEYS or $TTA_CACHE_SIGNING_KEYS (the current key first) opens, "
+        "so the old key can be retired; entries rewritten meanwhile are kept. --dry-run reports "
+        "what each key id seals; --confirm reseals. Either way it reports what remains.",
+    )
+    rotate.add_argument("--dry-run", action="store_true", help="count, rewrite nothing")
+    rotate.add_argument("--confirm", action="store_true", help="reseal the entries")
+    rotate.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="stop cleanly after S seconds (default: 300); run again to continue",
+    )
+
+    keygen = command(
+        "keygen",
+        "print a new encryption key as id:base64 (for $TTA_CACHE_ENCRYPTION_KEYS)",
+        "Print a new random AES-256 key as ID:BASE64, the form $TTA_CACHE_ENCRYPTION_KEYS "
+        "takes (comma-separated, the first encrypts). Put the new key first to start using it; "
+        "run rotate-keys, then drop the old one. This is the only command that prints a secret.",
+    )
+    keygen.add_argument(
+        "--id", dest="key_id", metavar="ID", help="the key id (default: kYYYYMMDDHHMM)"
+    )
     return parser
 
 

@@ -7,13 +7,22 @@ Modules, one concern each:
   form JSON and msgpack values are written in; :mod:`.registry` the ids they are recorded under;
 * :mod:`.typed` rebuilding a return annotation from a payload (msgspec; pydantic for its models);
 * :mod:`.compression` zlib/zstd with bounded decompression; :mod:`.signing` HMAC-SHA256 with
-  key rotation;
+  key rotation; :mod:`.encryption` AES-256-GCM per kind, with key ids and rotation;
 * :mod:`.codec` the :class:`Codec` that composes them.
 
-Nothing here knows of Redis, keys or decorators.
+Nothing here knows of Redis or decorators (a Redis key is only bound into encrypted entries).
 """
 
-from .codec import Codec
+from .codec import Codec, Sealing
+from .encryption import (
+    DEFAULT_ENCRYPT_KINDS,
+    ENCRYPTION_KEYS_ENV,
+    EncryptionKeys,
+    Encryptor,
+    encryption_keys,
+    generate_key,
+    keys_from_env,
+)
 from .envelope import Entry
 from .registry import get_serializer, register_serializer
 from .serializers import (
@@ -24,16 +33,27 @@ from .serializers import (
     PickleSerializer,
     Serializer,
 )
+from .signing import SIGNING_KEYS_ENV, signing_keys_from_env
 
 __all__ = [
+    "DEFAULT_ENCRYPT_KINDS",
+    "ENCRYPTION_KEYS_ENV",
+    "SIGNING_KEYS_ENV",
     "CloudpickleSerializer",
     "Codec",
+    "EncryptionKeys",
+    "Encryptor",
     "Entry",
     "JsonSerializer",
     "MsgpackSerializer",
     "OrjsonSerializer",
     "PickleSerializer",
+    "Sealing",
     "Serializer",
+    "encryption_keys",
+    "generate_key",
     "get_serializer",
+    "keys_from_env",
     "register_serializer",
+    "signing_keys_from_env",
 ]

@@ -15,12 +15,13 @@ Nothing here serializes, compresses or signs: it packs and parses the frame arou
     31      8*n   stamp versions, n x i64   (only when the stamp count n > 0, like the next two)
     ...     4     stamp tags length u32
     ...     ...   stamp tags: UTF-8, joined by NUL (so a tag cannot contain NUL)
-    ...     ...   payload (serialized value, maybe compressed)
+    ...     ...   payload (serialized value, maybe compressed; when encrypted, the sealed
+                  block of :mod:`.encryption`: key id, kind, nonce, ciphertext, GCM tag)
     end-32  32    HMAC-SHA256 of every byte before it (only when signed)
 
 All integers and floats are little-endian. Format 1 (without the payload length) is no longer
-read. The ``encrypted`` bit is reserved for encryption at rest: no writer sets it yet, and a
-reader that cannot decrypt refuses a payload that has it. Other flag bits are refused.
+read. A reader without encryption keys refuses a payload with the ``encrypted`` bit; other flag
+bits are refused.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "Entry",
     "Frame",
     "pack",
+    "pack_head",
     "unpack",
 ]
 
@@ -97,16 +99,16 @@ def _pack_stamp(stamp: Sequence[tuple[str, int]]) -> bytes:
     return _stamp_struct(len(tags)).pack(*versions, len(block)) + block
 
 
-def pack(  # noqa: PLR0917 - positional: keyword passing costs on every write
+def pack_head(  # noqa: PLR0917 - positional: keyword passing costs on every write
     serializer_id: int,
     flags: int,
     created: float,
     fresh_until: float,
     compute_time: float,
     stamp: Sequence[tuple[str, int]],
-    payload: bytes,
+    length: int,
 ) -> bytes:
-    """The envelope without its MAC (the signer appends it to these bytes).
+    """The envelope's bytes before a payload of ``length`` bytes: the header and the stamp.
 
     Raises :class:`SerializationError` when the stamp or a header field does not fit (a tag
     with NUL or over the u32 block, a version outside int64, a payload over 4 GiB).
@@ -121,13 +123,26 @@ def pack(  # noqa: PLR0917 - positional: keyword passing costs on every write
             fresh_until,
             compute_time,
             len(stamp),
-            len(payload),
+            length,
         )
-        if not stamp:
-            return header + payload
-        return b"".join((header, _pack_stamp(stamp), payload))
+        return header + _pack_stamp(stamp) if stamp else header
     except (struct.error, ValueError, TypeError) as exc:
         raise SerializationError(f"the stamp or metadata does not fit the envelope: {exc}") from exc
+
+
+def pack(  # noqa: PLR0917 - positional: keyword passing costs on every write
+    serializer_id: int,
+    flags: int,
+    created: float,
+    fresh_until: float,
+    compute_time: float,
+    stamp: Sequence[tuple[str, int]],
+    payload: bytes,
+) -> bytes:
+    """The envelope without its MAC (the signer appends it to these bytes); raises as
+    :func:`pack_head` does."""
+    head = pack_head(serializer_id, flags, created, fresh_until, compute_time, stamp, len(payload))
+    return head + payload
 
 
 # Parsed stamps by their bytes: the entries of one process carry few distinct stamps, and a

@@ -10,14 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Sequence
 
 from tta_cache.exceptions import ConfigurationError, DecodeError
 
-__all__ = ["MAC_SIZE", "KeyLike", "Signer", "signer_for"]
+__all__ = [
+    "MAC_SIZE",
+    "SIGNING_KEYS_ENV",
+    "KeyLike",
+    "Signer",
+    "signer_for",
+    "signing_keys_from_env",
+]
 
 MAC_SIZE = 32
 KeyLike = bytes | str
+SIGNING_KEYS_ENV = "TTA_CACHE_SIGNING_KEYS"
+"""Read by the default cache, the TTA facade and the CLI: keys separated by commas (the first
+signs), each used as its UTF-8 bytes, as a str ``signing_key`` is."""
+
+
+def signing_keys_from_env(name: str = SIGNING_KEYS_ENV) -> list[str] | None:
+    """The signing keys in the environment variable ``name``, or None if it is unset or empty."""
+    keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+    return keys or None
 
 
 def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None) -> tuple[bytes, ...]:
@@ -63,13 +80,19 @@ class Signer:
         mac.update(body)
         return mac.digest()
 
-    def verify(self, data: bytes, end: int) -> None:
-        """Check that ``data[end:]`` is the MAC of ``data[:end]`` under one of the keys."""
+    @property
+    def key_count(self) -> int:
+        """How many keys verify (the first of them signs)."""
+        return len(self._macs)
+
+    def verify(self, data: bytes, end: int) -> int:
+        """Check that ``data[end:]`` is the MAC of ``data[:end]`` under one of the keys, and
+        return that key's index (0: the signing key)."""
         body = memoryview(data)[:end]
         mac = data[end:]
-        for keyed in self._macs:
+        for index, keyed in enumerate(self._macs):
             computed = keyed.copy()
             computed.update(body)
             if hmac.compare_digest(computed.digest(), mac):
-                return
+                return index
         raise DecodeError("payload signature does not verify")

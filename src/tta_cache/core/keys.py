@@ -25,8 +25,12 @@ from ..exceptions import ConfigurationError, KeyEncodingError, TemplateError
 
 __all__ = [
     "MAX_ARGS_LEN",
+    "MAX_KEY_LENGTH",
+    "MAX_TAGS",
+    "MAX_TAG_LENGTH",
     "NAMESPACE_TAG",
     "Template",
+    "check_entry",
     "encode_args",
     "escape",
     "function_id",
@@ -39,6 +43,13 @@ MAX_ARGS_LEN = 160
 
 NAMESPACE_TAG = "*"
 """The tag every entry carries: bumping it invalidates the whole namespace (the epoch)."""
+
+MAX_KEY_LENGTH = 1024
+"""The longest Redis key an entry may have, in characters (keys are ASCII: text is escaped)."""
+MAX_TAG_LENGTH = 256
+"""The longest tag (``user:<escaped id>``) an entry may carry."""
+MAX_TAGS = 32
+"""Tags per entry, not counting the namespace's own (every envelope carries its stamp)."""
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-@+/|~!$^&;]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-@+/|~!$^&;]")
@@ -62,6 +73,26 @@ def check_name(what: str, value: str) -> str:
     if not _NAME.fullmatch(value):
         raise ConfigurationError(f"{what} {value!r} must match [A-Za-z0-9_.-]+")
     return value
+
+
+def check_entry(key: str, tags: Sequence[str], where: str) -> None:
+    """Raise :class:`KeyEncodingError` when ``key`` or a tag is too long or there are too many
+    tags (:data:`MAX_KEY_LENGTH`, :data:`MAX_TAG_LENGTH`, :data:`MAX_TAGS`). ``where`` names the
+    function or raw key family in the message; keys and tag values (user ids) are not quoted."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise KeyEncodingError(
+            f"{where}: the key would be {len(key)} characters, over {MAX_KEY_LENGTH}; shorten "
+            "the arguments or give the decorator key= (long arguments are hashed, ids in "
+            "session_id and key= templates are not)"
+        )
+    if len(tags) > MAX_TAGS + (NAMESPACE_TAG in tags):
+        raise KeyEncodingError(f"{where}: {len(tags)} tags, over {MAX_TAGS} per entry")
+    for t in tags:
+        if len(t) > MAX_TAG_LENGTH:
+            name = t.partition(":")[0]
+            raise KeyEncodingError(
+                f"{where}: a {name!r} tag would be {len(t)} characters, over {MAX_TAG_LENGTH}"
+            )
 
 
 def function_id(func: Callable[..., Any]) -> str:

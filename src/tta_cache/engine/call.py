@@ -58,6 +58,7 @@ class Call:
     kind: str = "default"
     function: str = ""
     lock: bool = False
+    any_kind: bool = False  # a raw read that named no kind: an encrypted entry's own kind is taken
     soft_timeout: float = 0.0  # with a stale entry: wait this long for its refresh, then serve it
     hard_timeout: float | None = None  # the function's bound: ComputeTimeout past it
 

@@ -86,8 +86,10 @@ class Engine:
         channel_ping_interval: float = 0.25,
         error_throttle: float = 5.0,
         connection: ConnectionStats | None = None,
+        max_value_bytes: int | None = None,
     ) -> None:
         self.namespace = namespace
+        self.max_value_bytes = max_value_bytes
         self.codec = codec
         self.on_error = on_error
         self.lock_timeout = lock_timeout
@@ -213,12 +215,30 @@ class Engine:
         self.breaker.record_success()
         self.connection.up()
 
-    def decode(self, raw: bytes, type_hint: Any) -> Entry | None:
+    def decode(self, raw: bytes, call: Call) -> Entry | None:
+        """The entry ``call`` read from Redis, or None (counted) when it cannot be decoded."""
         try:
-            return self.codec.decode(raw, type_hint)
+            return self.codec.decode(
+                raw, call.type_hint, key=call.key, kind=None if call.any_kind else call.kind
+            )
         except DecodeError as exc:
             self.undecodable(exc)
             return None
+
+    def oversized(self, call: Call, payload: bytes) -> bool:
+        """Whether ``payload`` is over ``max_value_bytes`` (then it is counted, logged, and
+        cached nowhere: the caller still gets the value)."""
+        limit = self.max_value_bytes
+        if limit is None or len(payload) <= limit:
+            return False
+        self.stats.add(oversized_values=1)
+        log.warning(
+            "tta-cache: a %s value of %d bytes is over max_value_bytes (%d): returned, not cached",
+            call.kind,
+            len(payload),
+            limit,
+        )
+        return True
 
     def undecodable(self, exc: DecodeError) -> None:
         self.stats.add(decode_errors=1)

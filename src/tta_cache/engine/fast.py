@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FastPath"]
 
+_UNDECODABLE: Any = object()
+
 
 class FastPath:
     """L1 access and the plain L2 read's decisions for one engine."""
@@ -119,17 +121,22 @@ class FastPath:
         e = self.e
         e.redis_ok()
         value = self._hit(call, raw, stamp)
-        if value is MISSING:
+        if value is MISSING or value is _UNDECODABLE:
             e.stats.redis_op(took)
-            return value, Read(raw, None)
+            # An undecodable entry (already counted) goes on as an absent one: the flow must not
+            # decode and count it again.
+            return MISSING, Read(raw if value is MISSING else None, None)
         e.stats.fast_hit(took, time.perf_counter() - started)
         return value, None
 
     def _hit(self, call: Call, raw: bytes | None, stamp: Stamp) -> Any:
-        """An L2 hit served on the fast path (fresh, stamp current), else ``MISSING``."""
+        """An L2 hit served on the fast path (fresh, stamp current), else ``MISSING``, or
+        ``_UNDECODABLE`` for an entry that does not decode."""
         if raw is None:
             return MISSING
-        entry = self.e.decode(raw, call.type_hint)
+        entry = self.e.decode(raw, call)
+        if entry is None:
+            return _UNDECODABLE
         versions = self.versions
         if entry is None or entry.stamp != stamp or versions.behind(stamp):
             return MISSING

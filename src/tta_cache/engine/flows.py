@@ -147,7 +147,7 @@ def load_flow(
             entry: Entry | None = None
             verdict = Verdict.EXPIRED
             if read.raw is not None and call.key not in e.holds.keys:
-                entry = e.decode(read.raw, call.type_hint)
+                entry = e.decode(read.raw, call)
                 if entry is not None and entry.stamp == stamp and not versions.behind(stamp):
                     fr = call.freshness
                     verdict = judge(
@@ -240,8 +240,8 @@ def stage_fill(
     """After a computation: count it, fill L1, and encode the Redis fill.
 
     False: not cached (versions unknowable while Redis is down, invalidated while computing:
-    I3, or computed inside a database transaction that has written); True: cached in L1 only
-    (Redis not usable); else ``(payload, px)``.
+    I3, computed inside a database transaction that has written, or its envelope over
+    ``max_value_bytes``); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
     """
     e.stats.computed(took)
     e.refresher.recovered(call.key)
@@ -257,12 +257,21 @@ def stage_fill(
         return False
     written = e.clock()
     fresh_until, hard_until = expiries(written, call.freshness, e.rng.random())
-    e.fast.local_put(call, value, stamp, fresh_until, gen)
     if not (usable and e.redis_usable()):
+        e.fast.local_put(call, value, stamp, fresh_until, gen)
         return True
     payload = e.codec.encode(
-        value, stamp=stamp, created=written, fresh_until=fresh_until, compute_time=took
+        value,
+        stamp=stamp,
+        created=written,
+        fresh_until=fresh_until,
+        compute_time=took,
+        key=call.key,
+        kind=call.kind,
     )
+    if e.oversized(call, payload):
+        return False
+    e.fast.local_put(call, value, stamp, fresh_until, gen)
     return payload, redis_ttl_ms(written, hard_until)
 
 

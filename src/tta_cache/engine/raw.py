@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import Entry
 from ..coherence import Message
 from ..core.policy import expiries, redis_ttl_ms
-from ..exceptions import BackendError, DecodeError
+from ..exceptions import BackendError
 from .call import MISSING, Call, Flow
 
 if TYPE_CHECKING:
@@ -49,13 +49,12 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
         return out
     entries: list[tuple[int, Entry]] = []
     queued = e.holds.keys
-    decode = e.codec.decode
+    decode = e.decode
     for i, raw in zip(todo, raws, strict=True):
         if raw is not None and not (queued and calls[i].key in queued):
-            try:
-                entries.append((i, decode(raw, calls[i].type_hint)))
-            except DecodeError as exc:
-                e.undecodable(exc)
+            entry = decode(raw, calls[i])
+            if entry is not None:
+                entries.append((i, entry))
     trusted = versions.current()
     known = versions._map if trusted else {}
     unknown = sorted({t for _, en in entries for t, _ in en.stamp if t not in known})
@@ -90,7 +89,8 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
 
 
 def set_flow(e: Engine, items: Sequence[tuple[Call, Any]], on_error: str) -> Flow[None]:
-    """Stamp with current versions, fill L1, one pipeline to Redis."""
+    """Stamp with current versions, fill L1, one pipeline to Redis; a value whose envelope is
+    over ``max_value_bytes`` goes to neither tier."""
     versions = e.versions
     tags = sorted({t for c, _ in items for t in c.tags})
     if e.redis is None:
@@ -116,7 +116,16 @@ def set_flow(e: Engine, items: Sequence[tuple[Call, Any]], on_error: str) -> Flo
         stamp = tuple((t, current[t]) for t in call.tags)
         fresh_until, hard_until = expiries(now, call.freshness, e.rng.random())
         if e.redis is not None:
-            payload = e.codec.encode(value, stamp=stamp, created=now, fresh_until=fresh_until)
+            payload = e.codec.encode(
+                value,
+                stamp=stamp,
+                created=now,
+                fresh_until=fresh_until,
+                key=call.key,
+                kind=call.kind,
+            )
+            if e.oversized(call, payload):
+                continue
             writes.append((call.key, payload, redis_ttl_ms(now, hard_until)))
         e.fast.local_put(call, value, stamp, fresh_until, gen)
     if writes and e.redis_usable():

@@ -34,6 +34,7 @@ class Stats:
         self.invalidations_received = 0
         self.invalidations_queued = 0
         self.skipped_stale_fills = 0
+        self.oversized_values = 0  # over max_value_bytes: returned, not cached
 
     def add(self, **deltas: float) -> None:
         """Add to counters by name, atomically."""
@@ -103,6 +104,7 @@ class Stats:
                 "total_operations": total,
                 "errors": self.errors,
                 "decode_errors": self.decode_errors,
+                "oversized_values": self.oversized_values,
                 "stale_served": self.stale_served,
                 "computations": self.computes,
                 "average_compute_time": self.compute_seconds / self.computes

@@ -135,7 +135,7 @@ class Keyspace:
             if raw is None:
                 continue
             try:
-                out.append(Scanned(key, raw, codec.decode(raw)))
+                out.append(Scanned(key, raw, codec.decode(raw, key=key)))
             except DecodeError:
                 stats["undecodable"] += 1
         return out

@@ -9,6 +9,7 @@
 * **Cleanup sweeps** (:mod:`.cleanup`) remove only data that is already invalid or past its age.
 * **Bulk deletes of live data** (:mod:`.purge`, :mod:`.privacy`) need a dry run's token
   (:mod:`.confirm`).
+* **Key rotation** (:mod:`.rotation`) reseals entries under the current keys.
 
 Every deletion also reaches every process's L1. Every operation returns a statistics dict
 (:mod:`.runs`); Redis errors are reported there, never raised.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.keys import tag
 from ..exceptions import BackendError, ConfigurationError
 from ..tiers import RedisTier
-from . import cleanup, purge
+from . import cleanup, purge, rotation
 from .keyspace import SCAN_COUNT, Keyspace, Scanned
 from .layout import SESSION_SCOPED_KINDS
 from .privacy import Pseudonymizer, erase_user, user_hash
@@ -170,6 +171,22 @@ class CacheInvalidationManager:
             dry_run=dry_run,
             time_limit_s=time_limit_s,
             progress=progress,
+        )
+
+    # ------------------------------------------------------------------ key rotation
+
+    def rotate_keys(
+        self,
+        *,
+        dry_run: bool = False,
+        time_limit_s: float | None = 300.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Reseal the entries an old encryption or signing key sealed under the current ones
+        (compare-and-set: an entry rewritten meanwhile is kept); ``remaining`` says what is
+        still sealed by each old or unknown key id. See :func:`.rotation.rotate_keys`."""
+        return rotation.rotate_keys(
+            self.keyspace, dry_run=dry_run, time_limit_s=time_limit_s, progress=progress
         )
 
     # ------------------------------------------------------------------ confirmed bulk deletes

@@ -56,7 +56,7 @@ class Pseudonymizer(Generic[M]):
 
     def keep(self, cache: Cache, user_id: str, pseudonym: str) -> bool:
         """Store the pseudonymous copy of ``user_id``'s state, if there is one."""
-        value = cache.get(state_key(self.kind, user_id), type_hint=self.model)
+        value = cache.get(state_key(self.kind, user_id), type_hint=self.model, kind=self.kind)
         if not isinstance(value, self.model):
             return False
         cache.set(

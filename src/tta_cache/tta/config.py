@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from tta_cache.api.options import keys_from_environment
 from tta_cache.core.policy import CircuitBreaker
 from tta_cache.exceptions import ConfigurationError
 
@@ -28,6 +29,9 @@ _CACHE_KEYS = frozenset(
         "serializer",
         "compress_min_bytes",
         "signing_key",
+        "encryption_keys",
+        "encrypt_kinds",
+        "max_value_bytes",
         "on_error",
         "op_timeout",
         "lock_timeout",
@@ -37,9 +41,13 @@ _CACHE_KEYS = frozenset(
 # timeout is not retried so that op_timeout bounds every operation (the breaker and fail-open
 # cover a slow Redis instead).
 _IGNORED_KEYS = frozenset({"decode_responses", "retry_on_timeout"})
+_TLS_KEYS = frozenset(
+    {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+)
 _MAPPED_KEYS = frozenset(
     {"socket_timeout", "socket_connect_timeout", "max_connections", "health_check_interval"}
     | {"max_connection_failures"}
+    | _TLS_KEYS
 )
 
 
@@ -48,6 +56,10 @@ def cache_options_from_config(config: Mapping[str, Any] | None) -> dict[str, Any
 
     ``redis_url`` wins; else ``host``/``port``/``db`` (with ``password``, ``username``, ``ssl``)
     form the URL; else ``$TTA_CACHE_REDIS_URL``; else :data:`DEFAULT_REDIS_URL`.
+    ``encryption_keys`` and ``signing_key``, when not given, come from
+    ``$TTA_CACHE_ENCRYPTION_KEYS`` and ``$TTA_CACHE_SIGNING_KEYS``.
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` and
+    ``ssl_check_hostname`` configure TLS (with ``ssl`` or a ``rediss://`` URL).
     ``socket_timeout`` becomes ``op_timeout``, ``max_connection_failures`` the circuit breaker's
     ``failure_threshold``. ``decode_responses`` and ``retry_on_timeout`` are accepted and ignored.
     Unknown keys are a :class:`ConfigurationError` (a typo must not pass silently).
@@ -67,7 +79,7 @@ def cache_options_from_config(config: Mapping[str, Any] | None) -> dict[str, Any
         url = f"{scheme}://{auth}{host}:{int(config.get('port', 6379))}/{int(config.get('db', 0))}"
     if not url:
         url = os.environ.get("TTA_CACHE_REDIS_URL") or DEFAULT_REDIS_URL
-    options: dict[str, Any] = {k: config[k] for k in _CACHE_KEYS if k in config}
+    options = keys_from_environment({k: config[k] for k in _CACHE_KEYS if k in config})
     options["redis_url"] = url
     if "socket_timeout" in config:
         options.setdefault("op_timeout", float(config["socket_timeout"]))
@@ -75,10 +87,11 @@ def cache_options_from_config(config: Mapping[str, Any] | None) -> dict[str, Any
         options["max_connections"] = int(config["max_connections"])
     if "health_check_interval" in config:
         options["health_check_interval"] = float(config["health_check_interval"])
+    redis_options = {k: config[k] for k in _TLS_KEYS if k in config}
     if "socket_connect_timeout" in config:
-        options["redis_options"] = {
-            "socket_connect_timeout": float(config["socket_connect_timeout"])
-        }
+        redis_options["socket_connect_timeout"] = float(config["socket_connect_timeout"])
+    if redis_options:
+        options["redis_options"] = redis_options
     if "max_connection_failures" in config:
         options["breaker"] = CircuitBreaker(
             failure_threshold=int(config["max_connection_failures"])

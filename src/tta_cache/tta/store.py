@@ -98,7 +98,7 @@ class StateStore(Generic[M]):
         for those L1 does not hold."""
         keys = {self.key(*scope, i): i for i in ids}
         started = time.perf_counter()
-        found = self._host.cache.get_many(list(keys), type_hint=self.model)
+        found = self._host.cache.get_many(list(keys), type_hint=self.model, kind=self.kind.value)
         out = {keys[k]: self._in(v) for k, v in found.items() if isinstance(v, self.model)}
         self._host.metrics.record_operation(time.perf_counter() - started)
         return out
@@ -116,5 +116,5 @@ class StateStore(Generic[M]):
         """The user of each cached session among the states' sessions."""
         sessions = {sid for s in states if (sid := getattr(s, "session_id", None))}
         keys = {state_key(Kind.SESSION.value, sid): sid for sid in sessions}
-        found = self._host.cache.get_many(keys, type_hint=SessionState)
+        found = self._host.cache.get_many(keys, type_hint=SessionState, kind=Kind.SESSION.value)
         return {keys[k]: v.user_id for k, v in found.items() if isinstance(v, SessionState)}

@@ -31,6 +31,13 @@ def _aretry() -> ARetry:
     return ARetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
+def _sentinel_kwargs(cfg: RedisConfig) -> dict[str, Any]:
+    """How to reach the Sentinels themselves: TLS as the data nodes (a Sentinel of a TLS
+    deployment listens on its tls-port)."""
+    tls = cfg.tls_kwargs()
+    return {"socket_timeout": cfg.op_timeout, **({"ssl": True, **tls} if cfg.ssl else {})}
+
+
 def make_sync_client(
     cfg: RedisConfig, *, op_timeout: float | None = None, figures: TierFigures | None = None
 ) -> Any:
@@ -57,7 +64,7 @@ def make_sync_client(
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(cfg.hosts),
             socket_timeout=cfg.op_timeout,
-            sentinel_kwargs={"socket_timeout": cfg.op_timeout},
+            sentinel_kwargs=_sentinel_kwargs(cfg),
         )
         return sentinel.master_for(  # type: ignore[no-untyped-call]
             cfg.service_name, db=cfg.db, ssl=cfg.ssl, retry=_retry(), **common
@@ -78,6 +85,7 @@ def make_sentinel_clients(cfg: RedisConfig) -> Callable[[], Any]:
             port=port,
             socket_timeout=max(5.0, cfg.op_timeout),
             socket_connect_timeout=cfg.connect_timeout or cfg.op_timeout,
+            **({"ssl": True, **cfg.tls_kwargs()} if cfg.ssl else {}),
         )
 
     return make
@@ -100,7 +108,7 @@ def make_async_client(cfg: RedisConfig, *, figures: TierFigures | None = None) -
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(cfg.hosts),
             socket_timeout=cfg.op_timeout,
-            sentinel_kwargs={"socket_timeout": cfg.op_timeout},
+            sentinel_kwargs=_sentinel_kwargs(cfg),
         )
         return sentinel.master_for(cfg.service_name, db=cfg.db, ssl=cfg.ssl, **common)
     pool = blocking_pool(aredis, cfg, common, figures or TierFigures())

@@ -6,30 +6,56 @@ Standalone, Sentinel and Cluster are chosen by URL::
     redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]
     redis+cluster://[:password@]host:port[,host:port...]
 
-``?db=`` and ``?pool_timeout=`` are read from the query of any of them.
+``rediss+sentinel://`` and ``rediss+cluster://`` (or ``?ssl=true``) are the TLS forms of the last
+two. ``?db=``, ``?pool_timeout=`` and the TLS options of :mod:`.tls` (``?ssl_ca_certs=...``) are
+read from the query of any of them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...exceptions import ConfigurationError
+from .tls import TLS_OPTIONS, TlsOptions, tls_from
 
 __all__ = ["RedisConfig", "mask_url"]
 
+_SCHEMES = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "standalone",
+    "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+}
+
+
+def _secret_name(name: str) -> bool:
+    """Whether an option or URL query parameter named ``name`` holds a secret."""
+    name = name.lower()
+    return "password" in name or "secret" in name or name in ("auth", "token")
+
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs, health output and the CLI)."""
+    """The URL with any password (in the authority or the query) replaced by ``***`` (for
+    reprs, logs, health output and the CLI)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{name}=***" if _secret_name(name) else f"{name}{sep}{value}"
+            for name, sep, value in (p.partition("=") for p in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,23 @@ class RedisConfig:
     # asyncio: concurrent hot commands of one event loop go out as one pipeline (.autopipe)
     pipelining: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    """CA, client certificate and checks of TLS connections (used when ``ssl``)."""
+
+    def __repr__(self) -> str:
+        # Never the password: not in the URL, the field, or a password-like extra option.
+        shown = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("url", "password", "extra")
+        }
+        extra = {k: "***" if _secret_name(k) else v for k, v in self.extra.items()}
+        password = None if self.password is None else "***"
+        items = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return (
+            f"RedisConfig(url={mask_url(self.url)!r}, password={password!r}, {items}, "
+            f"extra={extra!r})"
+        )
 
     def __post_init__(self) -> None:
         timeout = self.pool_timeout
@@ -65,11 +108,16 @@ class RedisConfig:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
+        """The configuration for ``url``; ``overrides`` are fields, or TLS options (``ssl_*``,
+        also accepted inside ``extra``, where ``Cache(redis_options=...)`` puts them)."""
         parts = urlsplit(url)
         scheme = parts.scheme
-        mode = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "standalone")
-        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+        if scheme not in _SCHEMES:
             raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+        mode = _SCHEMES[scheme]
+        extra = dict(overrides.pop("extra", None) or {})
+        tls_given = {k: extra.pop(k) for k in TLS_OPTIONS if k in extra}
+        tls_given.update({k: overrides.pop(k) for k in TLS_OPTIONS if k in overrides})
         hosts: list[tuple[str, int]] = []
         netloc = parts.netloc.rsplit("@", 1)[-1]
         default_port = 26379 if mode == "sentinel" else 6379
@@ -86,6 +134,9 @@ class RedisConfig:
         elif mode == "standalone" and scheme != "unix" and path:
             db = int(path[0])
         query = parse_qs(parts.query)
+        ssl, tls = tls_from(
+            query, tls_given, scheme_tls=scheme.startswith("rediss"), unix=scheme == "unix"
+        )
         if "db" in query:
             db = int(query["db"][0])
         if "pool_timeout" in query and "pool_timeout" not in overrides:
@@ -102,13 +153,19 @@ class RedisConfig:
             db=db,
             password=unquote(parts.password) if parts.password else None,
             username=unquote(parts.username) if parts.username else None,
-            ssl=scheme == "rediss",
+            ssl=ssl,
+            tls=tls,
+            extra=extra,
             **overrides,
         )
 
     @property
     def address(self) -> tuple[str, int]:
         return self.hosts[0] if self.hosts else ("127.0.0.1", 6379)
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's ``ssl_*`` keyword arguments when TLS is on, else none."""
+        return self.tls.kwargs() if self.ssl else {}
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -117,6 +174,7 @@ class RedisConfig:
             "health_check_interval": self.health_check_interval,
             "password": self.password,
             "username": self.username,
+            **self.tls_kwargs(),
             **self.extra,
             "decode_responses": False,  # payloads are binary envelopes
         }

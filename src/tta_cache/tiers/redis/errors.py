@@ -5,13 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from types import TracebackType
 
 import redis
 
 from ...exceptions import BackendError, BackendTimeout, CacheError, PoolTimeout
 
-__all__ = ["PoolExhausted", "translated"]
+__all__ = ["PoolExhausted", "acl_refusal", "translated"]
+
+_NAMED = re.compile(r"run the '([^']+)' command")
+_IN_SCRIPT = "can't run this command or subcommand"
+
+
+def acl_refusal(op: str, exc: BaseException) -> str | None:
+    """What to say when Redis's ACL refused ``op`` (a command, or one inside a script); None
+    when ``exc`` is not such a refusal."""
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
+        named = _NAMED.search(text)
+        grant = f"+{named.group(1)}" if named else "the command"
+        return (
+            f"redis {op} refused by the ACL: {text}; grant {grant} to this user "
+            "(docs/security.md#acl lists what tta-cache needs)"
+        )
+    if isinstance(exc, redis.ResponseError) and _IN_SCRIPT in text:
+        return (
+            f"redis {op} refused by the ACL inside a script: {text}; the user needs every "
+            "command docs/security.md#acl lists (the scripts run GET, SET, INCR, TTL, EXPIRE, "
+            "PTTL, TIME, UNLINK, PUBLISH)"
+        )
+    return None
+
 
 _REDIS_PY = os.path.dirname(redis.__file__) + os.sep
 
@@ -57,4 +82,7 @@ class translated:
             isinstance(exc, (AttributeError, KeyError, IndexError, TypeError))
             and _inside_redis_py(exc.__traceback__)
         ):
+            refused = acl_refusal(self.op, exc)
+            if refused is not None:
+                raise BackendError(refused) from exc
             raise BackendError(f"redis {self.op} failed: {type(exc).__name__}: {exc}") from exc
