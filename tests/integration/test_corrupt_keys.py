@@ -419,8 +419,11 @@ def test_the_orphan_sweep_treats_a_corrupt_version_as_lost(
 async def test_in_a_cluster_corrupt_versions_leases_and_entries_heal_too(
     redis_cluster: RedisClusterServers, redis_cluster_url: str, how: str
 ) -> None:
-    seed = tc.Cache(redis_cluster_url, namespace=NS, health_check_interval=0)
-    cache = tc.Cache(redis_cluster_url, namespace=NS, lock_timeout=0.5, health_check_interval=0)
+    # op_timeout 5 s: this checks healing, and a fill that outlasts 250 ms on a loaded machine
+    # (seen once in CI with a CPU hog beside it) would leave the hash in place.
+    opts: dict[str, Any] = {"namespace": NS, "health_check_interval": 0, "op_timeout": 5.0}
+    seed = tc.Cache(redis_cluster_url, **opts)
+    cache = tc.Cache(redis_cluster_url, lock_timeout=0.5, **opts)
     admin: Any = redis_cluster.client()
     try:
         seed_load, _ = counting(seed)
