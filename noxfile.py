@@ -23,9 +23,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and the layers contract (import-linter: a lower layer never imports a higher one)."""
+    session.install("-e", ".", "ruff", "import-linter>=2.1")
     session.run("ruff", "check", *PY_SRC)
     session.run("ruff", "format", "--check", *PY_SRC)
+    session.run("lint-imports")
 
 
 @nox.session
@@ -39,10 +41,12 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against floors measured in the same run; prints ns/op and ratios."""
     session.install(
         "-e",
-        ".[test,fast]",
+        ".[test,fast,bench]",
         "cachetools",
         "cashews",
         "aiocache",
+        "matplotlib",
+        "opentelemetry-instrumentation-redis",
         "dogpile.cache",
         "django-redis",
         "django",

@@ -1,6 +1,7 @@
 """Run every benchmark and print one summary table: ``python -m benchmarks [--quick] [--json P]``.
 
-``bench_core`` runs first, then ``bench_coherence.main()``, ``bench_telemetry.main()`` and
+``bench_core`` runs first, then ``bench_coherence.main()``, ``bench_telemetry.main()``,
+``bench_throughput.main()`` and
 ``bench_peers.main()`` when those modules exist and import (a note says when one is skipped),
 then ``race_peers.main()``, which prints which libraries serve a stale value after a stale-set
 race.
@@ -25,7 +26,7 @@ from typing import Any
 from . import bench_core
 from ._harness import Row, machine, print_table, run_async, write_json
 
-OPTIONAL = ("bench_coherence", "bench_telemetry", "bench_peers", "race_peers")
+OPTIONAL = ("bench_coherence", "bench_telemetry", "bench_throughput", "bench_peers", "race_peers")
 
 
 def _rows(result: object) -> list[Row]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from helpers.postgres import PostgresServer, find_postgres
 from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
 
@@ -82,6 +83,17 @@ def redis_proxy(
 ) -> TcpProxy:
     """A ``TcpProxy`` in front of the (emptied) session server; ``redis_proxy.url`` to connect."""
     return proxy_factory(redis_server.port)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (skipped, with the reason, when the
+    machine has no initdb/postgres binaries); never the machine's own on 5432."""
+    bindir, why = find_postgres()
+    if bindir is None:
+        pytest.skip(f"PostgreSQL tests skipped: {why}")
+    with PostgresServer(bindir) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

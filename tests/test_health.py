@@ -12,7 +12,7 @@ import pytest
 import tta_cache as tc
 from tta_cache.core.policy import BreakerState
 from tta_cache.exceptions import BackendTimeout, ConfigurationError
-from tta_cache.health import ConnectionStats, HealthMonitor
+from tta_cache.observability import ConnectionStats, HealthMonitor
 from tta_cache.testing import FakeClock
 
 WAIT = 10.0

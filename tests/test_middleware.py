@@ -13,7 +13,7 @@ import pytest
 
 import tta_cache as tc
 from tta_cache.engine import Call
-from tta_cache.middleware import (
+from tta_cache.observability import (
     BaseMiddleware,
     Chain,
     LoggingMiddleware,

@@ -95,14 +95,18 @@ def quiet_logs() -> None:
     logging.getLogger("tta_cache").setLevel(logging.ERROR)
 
 
-def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> None:
-    """Read the tagged entry in a tight loop until ``ctl.stop``; write runs and figures."""
+def reader(
+    index: int, url: str, ctl: Control, out: str, max_seconds: float, doc_id: str = "d1"
+) -> None:
+    """Read the tagged entry (tag ``doc:<doc_id>``) in a tight loop until ``ctl.stop``; write
+    runs and figures."""
     quiet_logs()
     cache, load = make_cache(url, ctl.truth)
+    tag = f"doc:{doc_id}"
     if not cache.wait_ready(15.0):
         raise RuntimeError("invalidation channel not up")
     for _ in range(2000):  # warm-up: L1 filled, code paths hot
-        load("d1")
+        load(doc_id)
     ctl.ready[index] = 1
     deadline = time.monotonic() + max_seconds
     while not ctl.go.value:
@@ -122,8 +126,8 @@ def reader(index: int, url: str, ctl: Control, out: str, max_seconds: float) -> 
         for _ in range(64):
             t = time_ns()
             with map_lock:  # merge moves the map, then gen, under this lock: see both or neither
-                m = versions.get(TAG) or 0
-            v = load("d1")
+                m = versions.get(tag) or 0
+            v = load(doc_id)
             if v != cur or m != cur_map:
                 if count:
                     runs.append([cur, first, last, count, cur_map])

@@ -312,11 +312,53 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` nodes (no replicas), all slots assigned, state ``ok``."""
+    """A Redis Cluster of ``masters`` nodes, all slots assigned, state ``ok``; with ``replicas``,
+    that many replicas of each master too (in sync when :meth:`start` returns), so that a killed
+    master's replica is promoted after ``node_timeout_ms``."""
 
-    def __init__(self, masters: int = 3, *extra_args: str, node_timeout_ms: int = 3000) -> None:
+    def __init__(
+        self, masters: int = 3, *extra_args: str, node_timeout_ms: int = 3000, replicas: int = 0
+    ) -> None:
         args = ("--cluster-node-timeout", str(node_timeout_ms), *extra_args)
         self.nodes = [RedisServer(*args, cluster=True) for _ in range(masters)]
+        sync = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+        self.replicas = [RedisServer(*args, *sync, cluster=True) for _ in range(masters * replicas)]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        """Every node: the first masters, then the replicas."""
+        return [*self.nodes, *self.replicas]
+
+    def master_of(self, key: str) -> RedisServer:
+        """The running node that serves ``key``'s slot now."""
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        for node in self.servers:
+            if not node.is_running:
+                continue
+            with node.client(socket_timeout=1.0) as client:
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        port = int(master[1])
+                        return next(n for n in self.servers if n.port == port)
+        raise RuntimeError(f"no running node serves {key!r}")
+
+    def wait_served(self, key: str, timeout: float = 30.0) -> RedisServer:
+        """Wait until a running master takes writes for ``key``'s slot (after a failover)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                node = self.master_of(key)
+                if node.is_running:
+                    with node.client(socket_timeout=1.0) as client:
+                        if _replication(node).get("role") == "master":
+                            client.execute_command("CLUSTER", "INFO")
+                            return node
+            except (redis.RedisError, RuntimeError, StopIteration):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"nobody took {key!r}'s slot after {timeout}s")
 
     @property
     def startup_nodes(self) -> list[ClusterNode]:
@@ -333,18 +375,21 @@ class RedisClusterServers:
         return RedisCluster(startup_nodes=self.startup_nodes, **kwargs)
 
     def flushall(self) -> None:
-        """Empty every master."""
-        for node in self.nodes:
-            with node.client() as client:
-                client.flushall()
+        """Empty every running master (a replica follows its master)."""
+        for node in self.servers:
+            if node.is_running and _replication(node).get("role") == "master":
+                with node.client() as client:
+                    client.flushall()
 
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         """Start the nodes, spread the slots, join them, and wait for ``cluster_state:ok``."""
         try:
-            for node in self.nodes:
+            for node in self.servers:
                 node.start()
             self._form_cluster()
             self._wait_until_ok(timeout)
+            if self.replicas:
+                self._attach_replicas(time.monotonic() + timeout)
         except BaseException:
             self.stop()
             raise
@@ -352,7 +397,7 @@ class RedisClusterServers:
 
     def stop(self) -> None:
         """Stop every node."""
-        for node in self.nodes:
+        for node in self.servers:
             node.stop()
 
     def __enter__(self) -> RedisClusterServers:
@@ -379,6 +424,43 @@ class RedisClusterServers:
         with first.client() as client:
             for node in self.nodes[1:]:
                 client.execute_command("CLUSTER", "MEET", HOST, node.port)
+
+    def _attach_replicas(self, deadline: float) -> None:
+        """MEET each replica, make it replicate its master, and wait for every link to be up."""
+        with self.nodes[0].client() as client:
+            for replica in self.replicas:
+                client.execute_command("CLUSTER", "MEET", HOST, replica.port)
+        ids = {}
+        for node in self.nodes:
+            with node.client(decode_responses=True) as client:
+                ids[node.port] = client.execute_command("CLUSTER", "MYID")
+        pending = list(enumerate(self.replicas))
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas not attached: {[r for _, r in pending]}")
+            left = []
+            for index, replica in pending:
+                master = self.nodes[index % len(self.nodes)]
+                try:
+                    with replica.client() as client:
+                        client.execute_command("CLUSTER", "REPLICATE", ids[master.port])
+                except redis.ResponseError:  # the replica does not know the master yet
+                    left.append((index, replica))
+            pending = left
+            time.sleep(0.05)
+        while any(_replication(r).get("master_link_status") != "up" for r in self.replicas):
+            if time.monotonic() > deadline:
+                raise RuntimeError("replicas not in sync")
+            time.sleep(0.05)
+        total = str(len(self.servers))
+        while not all(
+            _cluster_info(n).get("cluster_known_nodes") == total
+            and _cluster_info(n).get("cluster_state") == "ok"
+            for n in self.servers
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster did not learn its replicas")
+            time.sleep(0.05)
 
     def _wait_until_ok(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

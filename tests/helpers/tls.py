@@ -130,6 +130,7 @@ class TlsClusterServers(RedisClusterServers):
         args = ("--cluster-node-timeout", str(node_timeout_ms))
         self.certs = certs
         self.nodes = [TlsRedisServer(certs, *args, cluster=True) for _ in range(masters)]
+        self.replicas = []  # no replicas over TLS: the base class walks them
 
     @property
     def url(self) -> str:

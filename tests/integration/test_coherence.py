@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisServer
 from tta_cache.coherence import Message, TagVersions
 from tta_cache.core.keys import NAMESPACE_TAG
+from tta_cache.testing import FakeClock
 
 pytestmark = pytest.mark.slow
 
@@ -443,6 +446,59 @@ def test_a_client_that_resubscribes_by_itself_still_drops_trust(redis_url: str) 
     finally:
         cache.close()
         admin.close()
+
+
+def test_a_starved_channel_thread_lapses_l1_only_while_a_message_waits(redis_url: str) -> None:
+    # The channel thread is held (as a busy process starves it of the GIL) while it waits on the
+    # socket with everything applied. Past the trust window, L1 hits go on being served as long
+    # as no message can be waiting; once one reaches the socket unread, reads go to Redis (I2).
+    clock = FakeClock(time.time())
+    truth = SimpleNamespace(value=1)
+    cache, load = make_cache(redis_url, truth, clock=clock, health_check_interval=0)
+    held, release = threading.Event(), threading.Event()
+    try:
+        assert cache.wait_ready(10.0)
+        engine, sub = cache.engine, cache.engine.subscriber
+        assert sub is not None
+        assert load("d1") == 1  # computed, in L1
+
+        def hold() -> None:
+            held.set()
+            release.wait(30.0)
+
+        sub._tick = hold  # runs on the channel thread after it has drained and parked
+        assert held.wait(10.0)
+        local = engine.local
+        socket = sub._pubsub.connection._sock
+        poller = select.poll()
+        poller.register(socket, select.POLLIN)
+
+        def all_from_l1() -> None:
+            clock.advance(1.0)  # far past the 40 ms window: the thread has not renewed it
+            assert clock() >= engine.versions.fresh_until
+            hits, misses = local.hits, local.misses
+            assert [load("d1") for _ in range(200)] == [1] * 200
+            assert (local.hits - hits, local.misses - misses) == (200, 0)
+
+        for _ in range(3):
+            all_from_l1()
+        sub._pubsub.ping()  # as the held thread's keep-alive does: a PONG is no invalidation
+        assert poller.poll(10_000), "the PONG never reached the socket"
+        all_from_l1()
+
+        truth.value = 2
+        with tc.Cache(redis_url, namespace=NAMESPACE, health_check_interval=0) as there:
+            there.invalidate(tags=[TAG])  # the held thread cannot apply it
+        until = time.monotonic() + 10
+        while sub.quiet():  # the PONG was readable already: wait for the message behind it
+            assert time.monotonic() < until, "the invalidation never reached the socket"
+            time.sleep(0.001)
+        clock.advance(1.0)
+        assert load("d1") == 2  # not the L1 value: the lapse went to Redis
+        assert not sub.quiet()
+    finally:
+        release.set()
+        cache.close()
 
 
 def test_stats_report_the_channel(redis_url: str) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from helpers.postgres import PostgresServer
 from tta_cache.cli import EXIT_OK, main
 from tta_cache.demo import STALENESS_WINDOW, Histogram
 from tta_cache.demo.measures import WorkerReport as _WorkerReport
@@ -67,6 +68,14 @@ def parse(summary: str) -> dict[str, object]:
         "sent": number(sent),
         "received": number(received),
         "round_trips": float(field(r"^redis round trips\s+([\d.]+) per request").group(1)),
+        "queries": tuple(
+            map(
+                float,
+                field(
+                    r"^database queries\s+([\d.]+) per request with the cache, ([\d.]+) without"
+                ).groups(),
+            )
+        ),
         "stale": number(field(r"^stale reads: (\d+)").group(1)),
         "redis": field(r"^redis: (.*)$").group(1),
     }
@@ -88,6 +97,8 @@ def test_demo_against_a_redis_url_shows_every_tier_and_no_stale_read(redis_url: 
     assert figures["received"] > 0  # the other worker heard the choices
     assert figures["round_trips"] > 0
     assert figures["redis"] == redis_url
+    with_cache, without = figures["queries"]  # type: ignore[misc]
+    assert 0 < with_cache < without
     with redis.Redis.from_url(redis_url) as client:
         assert client.dbsize() == 0  # the demo removed its namespace from a Redis it did not start
 
@@ -110,6 +121,14 @@ def test_demo_starts_and_removes_an_embedded_redis_server() -> None:
     assert port is not None
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
         sock.connect(("127.0.0.1", port))  # gone with the demo
+
+
+def test_demo_on_postgresql(redis_url: str, postgres: PostgresServer) -> None:
+    url = postgres.url(postgres.create_database("demo"))
+    figures = parse(demo("--redis-url", redis_url, "--database-url", url))
+    assert figures["stale"] == 0
+    assert figures["reads"] == 5 * figures["requests"] > 0  # type: ignore[operator]
+    assert figures["loads"] > 0
 
 
 def test_demo_local_only_needs_no_redis() -> None:

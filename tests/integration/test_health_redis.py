@@ -97,3 +97,40 @@ async def test_the_report_counts_the_async_clients_connections_too(redis_url: st
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
+
+
+def test_a_new_cache_is_healthy_as_soon_as_redis_answers(redis_url: str) -> None:
+    # A readiness probe runs before the first request: the channel (opened on first use) is not
+    # a fault then. health() opens it, and says healthy once tagged entries are served from L1.
+    cache = tc.Cache(redis_url, health_check_interval=0)
+    try:
+
+        @cache.cached(tags=("user:{user_id}",))
+        def load(user_id: str) -> str:
+            return user_id
+
+        health = cache.health()
+        assert health["overall_status"] == "healthy", health["reasons"]
+        assert health["reasons"] == []
+        assert health["redis"]["channel"] == "up"
+        assert load("u1") == "u1"  # computed, stamped against the trusted map, kept in L1
+        hits = cache.stats()["local"]["hits"]
+        assert load("u1") == "u1"
+        assert cache.stats()["local"]["hits"] == hits + 1
+    finally:
+        cache.close()
+
+
+def test_a_channel_that_was_up_and_is_lost_is_reported_at_once(redis_url: str) -> None:
+    cache = tc.Cache(redis_url, health_check_interval=0)
+    try:
+        assert cache.wait_ready(WAIT)
+        sub = cache.engine.subscriber
+        assert sub is not None
+        sub.stop()  # the thread ends: the channel stays down
+        assert eventually(lambda: not sub.connected.is_set())
+        health = cache.health()
+        assert health["overall_status"] == "degraded"
+        assert health["reasons"] == ["invalidation channel down: L1 serves no tagged entry"]
+    finally:
+        cache.close()

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tta_cache as tc
-from tta_cache.telemetry import Telemetry
+from tta_cache.observability import Telemetry
 from tta_cache.tiers import FILL_LUA
 
 WAIT = 10.0  # seconds a test waits for something that should happen at once (never asserted)

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import Codec
 from ..core.policy import CircuitBreaker
 from ..engine import Engine
-from ..health import ConnectionStats
-from ..middleware import Middleware
+from ..observability import ConnectionStats, Middleware
 from ..tiers import RedisConfig
 
 if TYPE_CHECKING:
@@ -78,11 +77,11 @@ def middleware_chain(
     asked for, or when ``None`` and providers are given or an SDK is configured globally."""
     chain = list(middleware)
     if telemetry is None:
-        from ..telemetry import sdk_configured
+        from ..observability import sdk_configured
 
         telemetry = tracer_provider is not None or meter_provider is not None or sdk_configured()
     if telemetry:
-        from ..telemetry import Telemetry
+        from ..observability import Telemetry
 
         chain.insert(
             0, Telemetry(engine, tracer_provider=tracer_provider, meter_provider=meter_provider)

@@ -12,7 +12,7 @@ from ..coherence import channel_figures
 from ..core.keys import NAMESPACE_TAG, check_name, tag
 from ..core.policy import CircuitBreaker, Freshness
 from ..exceptions import ConfigurationError
-from ..middleware import Middleware
+from ..observability import Middleware
 from ..tiers import mask_url
 from .build import build_engine, middleware_chain
 from .options import DEFAULT_TTL, check_on_error, session_options, timeouts
@@ -44,11 +44,11 @@ class Cache(RawAccess):
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://``.
 
     ``middleware`` runs around every Redis operation and computation (see
-    :mod:`tta_cache.middleware`); ``telemetry=True`` puts OpenTelemetry spans and metrics first in
-    that chain (:mod:`tta_cache.telemetry`), reporting to ``tracer_provider`` / ``meter_provider``
-    or the global ones. The default (``None``) turns it on when providers are passed or an
-    OpenTelemetry SDK is already configured globally, so a service without one pays nothing:
-    configure OpenTelemetry before creating the cache.
+    :mod:`tta_cache.observability.middleware`); ``telemetry=True`` puts OpenTelemetry spans and
+    metrics first in that chain (:mod:`tta_cache.observability.telemetry`), reporting to
+    ``tracer_provider`` / ``meter_provider`` or the global ones. The default (``None``) turns it
+    on when providers are passed or an OpenTelemetry SDK is already configured globally, so a
+    service without one pays nothing: configure OpenTelemetry before creating the cache.
 
     Freshness and failure: an entry is fresh for its kind's TTL, then kept ``stale_ttl`` more
     seconds: a read in that window gets the stale value and one background refresh starts (the
@@ -62,6 +62,8 @@ class Cache(RawAccess):
     ``max_connections`` pooled connections: a wait is counted in ``stats()["pool"]``, and one that
     runs out is a fail-open ``PoolTimeout`` the breaker does not count. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
+    ``pipelining=True`` (asyncio): the Redis reads and fills of tasks of one event loop that run
+    while others' are on the wire go out together as one pipeline; a lone call is sent at once.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     A value whose envelope is over ``max_value_bytes`` (default 1 MiB; ``None``: no limit) is
     returned but cached in neither tier, and counted in ``stats()["oversized_values"]``.
@@ -101,6 +103,7 @@ class Cache(RawAccess):
         max_connections: int = 50,
         pool_timeout: float | None = None,
         health_check_interval: float = 30.0,
+        pipelining: bool = True,
         breaker: CircuitBreaker | None = None,
         breaker_threshold: int = 5,
         breaker_window: float = 10.0,
@@ -155,6 +158,7 @@ class Cache(RawAccess):
                 "max_connections": max_connections,
                 **({} if pool_timeout is None else {"pool_timeout": pool_timeout}),
                 "health_check_interval": health_check_interval,
+                "pipelining": pipelining,
                 "extra": dict(redis_options or {}),
             },
         )
@@ -342,8 +346,13 @@ class Cache(RawAccess):
         return out
 
     def health(self) -> dict[str, Any]:
-        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats."""
-        from ..health import check
+        """``overall_status`` healthy / degraded / unhealthy with reasons, PING latency, stats.
+
+        A new cache opens its invalidation channel here when Redis answers, and waits briefly for
+        it: ``healthy`` means the channel is up and tagged entries are served from L1, so it fits
+        a readiness probe at start-up (see :func:`tta_cache.observability.check`).
+        """
+        from ..observability import check
 
         return check(self)
 

@@ -98,10 +98,11 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
         return lookup(call.local_key, call.local_types), call
 
     # The hit path: probe (token, vals); an entry is served while it has not expired, the
-    # channel has kept the tag map current (fresh_until), (for non-text arguments) the argument
-    # types match, and its stamp is current: one integer compare unless some tag version moved
-    # since the entry was last looked at. It is written out twice, once in each wrapper, on
-    # purpose: a shared helper would add a Python call (~60-150 ns here) to every hit.
+    # channel has kept the tag map current (fresh_until; past it, revive() polls the channel's
+    # socket once), (for non-text arguments) the argument types match, and its stamp is current:
+    # one integer compare unless some tag version moved since the entry was last looked at.
+    # It is written out twice, once in each wrapper, on purpose: a shared helper would add a
+    # Python call (~60-150 ns here) to every hit.
     if spec.is_async:
 
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -115,7 +116,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                     else:
                         if (
                             e.expires > (now := clock())
-                            and now < versions.fresh_until
+                            and (now < versions.fresh_until or versions.revive(now))
                             and (e.types is None or e.types == tuple(map(type, vals)))
                         ):
                             gen = versions.gen
@@ -142,7 +143,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
                     else:
                         if (
                             e.expires > (now := clock())
-                            and now < versions.fresh_until
+                            and (now < versions.fresh_until or versions.revive(now))
                             and (e.types is None or e.types == tuple(map(type, vals)))
                         ):
                             gen = versions.gen

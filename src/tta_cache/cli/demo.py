@@ -26,6 +26,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         namespace=args.namespace,
         choice_rate=args.choice_rate,
         seed=args.seed,
+        database_url=args.database_url,
     )
     label = f"demo: {args.workers} workers"
     with progress(args, label, total=1000, unit="", delay=0.0) as bar:

@@ -120,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "simulate TTA traffic across processes and print per-tier figures",
         "Simulate players, sessions, characters and choices across worker processes over a "
-        "slow SQLite 'database'; print hit rates, latency per tier, invalidation lag, Redis "
-        "round trips per request and a stale-read check. Without --redis-url an embedded "
-        "redis-server is started in a temporary directory and removed after.",
+        "real database (a SQLite file, or --database-url), writing in transactions whose "
+        "invalidations are sent after the commit; print hit rates, latency per tier, "
+        "invalidation lag, Redis round trips and database queries per request and a stale-read "
+        "check against the rows' versions. Without --redis-url an embedded redis-server is "
+        "started in a temporary directory and removed after.",
     )
     demo.add_argument("--workers", type=_positive_int, default=4, help="processes (default: 4)")
     demo.add_argument(
@@ -138,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed")
     demo.add_argument(
         "--local-only", action="store_true", help="no Redis: each process has only its L1"
+    )
+    demo.add_argument(
+        "--database-url",
+        default=None,
+        help="a SQLAlchemy URL (e.g. postgresql+psycopg://...) instead of a temporary SQLite "
+        "file; its tta_* tables are dropped and recreated",
     )
 
     command("health", "check Redis and the invalidation channel; exit 1 unless healthy")

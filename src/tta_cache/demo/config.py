@@ -31,5 +31,5 @@ class DemoConfig:
     local_only: bool = False
     namespace: str = "tta"
     choice_rate: float = 0.05
-    db_latency: tuple[float, float] = (0.002, 0.005)
     seed: int | None = None
+    database_url: str | None = None  # None: a SQLite file in a temporary directory

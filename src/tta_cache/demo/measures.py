@@ -66,6 +66,9 @@ class WorkerReport:
     reads: int = 0
     choices: int = 0
     loads: int = 0
+    queries: int = 0  # SQL statements run (reads and writes)
+    loads_by_kind: dict[str, int] = field(default_factory=dict)
+    queries_by_kind: dict[str, int] = field(default_factory=dict)  # by the loads of each kind
     tiers: dict[str, Histogram] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)

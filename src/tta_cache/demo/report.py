@@ -60,6 +60,7 @@ class DemoReport:
             hist = self.tiers[name]
             return {"count": hist.total, "p50": hist.quantile(0.5), "p99": hist.quantile(0.99)}
 
+        queries = self._sum("queries")
         return {
             "redis": self.redis,
             "workers": self.config.workers,
@@ -70,6 +71,9 @@ class DemoReport:
             "reads": reads,
             "choices": self._sum("choices"),
             "database_loads": self._sum("loads"),
+            "database_queries": queries,
+            "database_queries_per_request": queries / turns if turns else 0.0,
+            "database_queries_per_request_uncached": self._uncached_queries(turns),
             "hit_rate": {
                 "overall": rate(reads - self._sum("loads"), self._sum("loads")),
                 "local": rate(local_hits, local_misses),
@@ -92,6 +96,23 @@ class DemoReport:
             "worst_staleness": self.worst_staleness,
             "versions_checked": sum(len(w.observed) for w in self.workers),
         }
+
+    def _uncached_queries(self, turns: int) -> float:
+        """SQL statements per request if every read were a load: each kind's measured statements
+        per load times its reads (a turn reads each of the five kinds once), plus the writes'."""
+        if not turns:
+            return 0.0
+        loads: dict[str, int] = {}
+        spent: dict[str, int] = {}
+        for w in self.workers:
+            for kind, n in w.loads_by_kind.items():
+                loads[kind] = loads.get(kind, 0) + n
+            for kind, n in w.queries_by_kind.items():
+                spent[kind] = spent.get(kind, 0) + n
+        reads_per_kind = self._sum("reads") / 5
+        written = self._sum("queries") - sum(spent.values())
+        read = sum(spent[k] / loads[k] * reads_per_kind for k in loads if loads[k])
+        return (read + written) / turns
 
     def render(self) -> str:
         """The human-readable summary: a header, an aligned table per tier, the checks."""
@@ -123,6 +144,9 @@ class DemoReport:
                 f"cache reads              {d['reads']:>10,}",
                 f"database loads           {d['database_loads']:>10,}  "
                 f"({saved:.1%} of reads served by the cache)",
+                f"database queries         {d['database_queries_per_request']:.2f} per request "
+                f"with the cache, {d['database_queries_per_request_uncached']:.2f} without "
+                "(every read a load)",
                 "",
                 *_table(rows),
                 "",

@@ -1,7 +1,8 @@
 """Running the demo: the Redis it uses, the seeded database, the worker processes, the merge.
 
 :func:`run_demo` uses the Redis of ``config.redis_url``, or starts an embedded one (or none:
-``local_only``), seeds a SQLite database in a temporary directory, starts ``config.workers``
+``local_only``), seeds the database (a SQLite file in a temporary directory, or
+``config.database_url``), starts ``config.workers``
 spawned processes that play at once for ``config.duration`` seconds in a namespace of their own,
 and merges their reports into a :class:`~.report.DemoReport`.
 """
@@ -27,8 +28,8 @@ from ..tiers import RedisConfig, make_sync_client, mask_url, translated
 from .config import DEMO_TTL, DemoConfig
 from .measures import Histogram, WorkerReport, count_stale, new_tiers
 from .report import DemoReport
+from .schema import Database
 from .worker import worker_main
-from .world import seed_database
 
 __all__ = ["run_demo"]
 
@@ -101,11 +102,15 @@ def run_demo(config: DemoConfig, on_progress: Callable[[float], None] | None = N
         config = replace(config, redis_url=url)
         # A namespace of its own: the demo never reads or removes anyone else's keys.
         namespace = f"{config.namespace}-demo-{secrets.token_hex(4)}"
-        db_path = tmp / "tta.sqlite3"
-        seed_database(db_path, config.players)
+        database_url = config.database_url or f"sqlite:///{tmp / 'tta.sqlite3'}"
+        db = Database(database_url)
+        try:
+            db.create(config.players)
+        finally:
+            db.dispose()
         if url is not None and not embedded:
             stack.callback(_drop_namespace, url, namespace)
-        reports = _run_workers(config, db_path, namespace, on_progress)
+        reports = _run_workers(config, database_url, namespace, on_progress)
     tiers = new_tiers()
     lags = Histogram()
     for report in reports:
@@ -129,7 +134,7 @@ def run_demo(config: DemoConfig, on_progress: Callable[[float], None] | None = N
 
 def _run_workers(
     config: DemoConfig,
-    db_path: Path,
+    database_url: str,
     namespace: str,
     on_progress: Callable[[float], None] | None,
 ) -> list[WorkerReport]:
@@ -142,7 +147,7 @@ def _run_workers(
             kwargs={
                 "index": i,
                 "config": config,
-                "db_path": str(db_path),
+                "database_url": database_url,
                 "namespace": namespace,
                 "barrier": barrier,
                 "results": results,

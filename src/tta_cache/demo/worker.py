@@ -7,7 +7,6 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..api import DEFAULT_TTL, Cache
@@ -15,7 +14,8 @@ from ..tta.models import EmotionalState
 from .config import DEMO_TTL, DemoConfig
 from .game import Game
 from .measures import WorkerReport, new_tiers
-from .world import CHARACTERS, OPTIONS, connect, version
+from .schema import Database
+from .world import CHARACTERS, OPTIONS, version
 
 __all__ = ["Worker", "worker_main"]
 
@@ -23,11 +23,11 @@ __all__ = ["Worker", "worker_main"]
 class Worker:
     """One process's share of the traffic: its own Cache, loaders and measurements."""
 
-    def __init__(self, index: int, config: DemoConfig, db_path: Path, namespace: str) -> None:
+    def __init__(self, index: int, config: DemoConfig, database_url: str, namespace: str) -> None:
         self.index = index
         self.config = config
         self.rng = random.Random(None if config.seed is None else config.seed * 1000 + index)
-        self.db = connect(db_path)
+        self.db = Database(database_url)
         self.report = WorkerReport(index, tiers=new_tiers())
         self.floor: dict[str, int] = {}  # entity -> version this process wrote last
         ttl = {kind: min(seconds, DEMO_TTL) for kind, seconds in DEFAULT_TTL.items()}
@@ -39,16 +39,21 @@ class Worker:
             ]
         else:
             self.players = list(range(config.players))
-        self.game = Game(self.cache, self.db, self.report, rng=self.rng, latency=config.db_latency)
+        self.game = Game(self.cache, self.db, rng=self.rng)
 
     def _read(self, entity: str, load: Callable[..., Any], *args: str) -> Any:
-        local, stats, report = self.cache.engine.local, self.cache.engine.stats, self.report
-        l1, l2, loads = local.hits, stats.redis_hits, report.loads
+        local, stats, report, game = (
+            self.cache.engine.local,
+            self.cache.engine.stats,
+            self.report,
+            self.game,
+        )
+        l1, l2, loads = local.hits, stats.redis_hits, game.loads
         began = time.time()
         started = time.perf_counter()
         value = load(*args)
         elapsed = time.perf_counter() - started
-        if report.loads != loads:
+        if game.loads != loads:
             tier = "miss"
         elif local.hits != l1:
             tier = "l1"
@@ -108,22 +113,32 @@ class Worker:
         while time.monotonic() < deadline:
             self.turn()
         self.report.stats = self.cache.stats()
+        self.report.loads = self.game.loads
+        self.report.queries = self.db.queries
+        self.report.loads_by_kind = dict(self.game.loads_by_kind)
+        self.report.queries_by_kind = dict(self.game.queries_by_kind)
         subscriber = self.cache.engine.subscriber
         self.report.lags = list(subscriber.lags) if subscriber is not None else []
         return self.report
 
     def close(self) -> None:
         self.cache.close()
-        self.db.close()
+        self.db.dispose()
 
 
 def worker_main(
-    *, index: int, config: DemoConfig, db_path: str, namespace: str, barrier: Any, results: Any
+    *,
+    index: int,
+    config: DemoConfig,
+    database_url: str,
+    namespace: str,
+    barrier: Any,
+    results: Any,
 ) -> None:
     """A worker process's target: put its report (or its traceback) on ``results``."""
     worker: Worker | None = None
     try:
-        worker = Worker(index, config, Path(db_path), namespace)
+        worker = Worker(index, config, database_url, namespace)
         results.put(worker.run(barrier))
     except BaseException:
         barrier.abort()

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import BackendError
-from ..middleware import FLOW_STATE
+from ..observability import FLOW_STATE
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, Step
+from .deferral import private_flow
 from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
@@ -120,11 +121,20 @@ class AsyncDriver:
         if stamp is None:
             return MISSING, None
         started = time.perf_counter()
+        token = None
         try:
-            raw = await e.aredis.get(call.key)  # type: ignore[union-attr]
+            if not e.chain:
+                raw = await e.aredis.get(call.key)  # type: ignore[union-attr]
+            else:
+                op, token = e.fast.observed(call, True)
+                raw = await e.chain.acall(op, functools.partial(e.aredis.get, call.key))  # type: ignore[union-attr]
         except BackendError as exc:
             e.fail(exc, call.on_error, "read")
             return MISSING, READ_FAILED
+        finally:
+            if token is not None:
+                with contextlib.suppress(ValueError):  # closed by the GC outside its context
+                    FLOW_STATE.reset(token)
         return e.fast.done(call, raw, stamp, started)  # type: ignore[no-any-return]
 
     async def aload(self, call: Call, compute: Callable[[], Awaitable[Any]]) -> Any:
@@ -141,6 +151,8 @@ class AsyncDriver:
                 return value
             if read is not None and (value := e.fast.peek(call)) is not MISSING:
                 return value  # a leader filled it while we read
+        if e.deferral.writing():  # for this caller alone (``deferral.py``)
+            return await self.arun(private_flow(e, call), e.bounds.abounded(call, compute))
         flight = flights.get(call.key)
         if flight is not None and flight.future is not None and joinable(flight):
             try:

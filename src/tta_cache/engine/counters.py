@@ -21,6 +21,11 @@ NAMES = (
     "refresh_errors",
     "compute_timeouts",
     "failovers",
+    "invalidations_deferred",
+    "invalidations_dropped",
+    "transaction_fills_skipped",
+    "invalidations_announced",
+    "invalidations_adopted",
 )
 
 

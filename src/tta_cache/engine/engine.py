@@ -11,6 +11,7 @@ part                      what it owns
 ``leases.py``             leases across processes and their fill notices (I5)
 ``refresh.py``            background refresh and stale-if-error
 ``queue.py``              invalidations Redis has not taken yet (I8)
+``deferral.py``           invalidations held until their database transaction commits
 ``link.py``               the invalidation channel and Sentinel failover notices (I2)
 ``bounds.py``             ``hard_timeout`` and the engine's daemon threads
 ========================  ===================================================================
@@ -35,15 +36,22 @@ from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness
 from ..exceptions import BackendError, DecodeError, PoolTimeout
-from ..health import ConnectionStats, HealthMonitor, probe
-from ..middleware import Chain, Middleware, Operation
-from ..stats import Stats
+from ..observability import (
+    Chain,
+    ConnectionStats,
+    HealthMonitor,
+    Middleware,
+    Operation,
+    Stats,
+    probe,
+)
 from ..tiers import AsyncRedisTier, LocalTier, RedisConfig, RedisTier, tier_figures
 from . import fork
 from .async_driver import AsyncDriver
 from .bounds import Bounds
 from .call import Call, Flow, Step
 from .counters import Counters
+from .deferral import Deferral, Holds, transaction_stats
 from .fast import FastPath
 from .flights import Flights
 from .leases import Leases
@@ -75,7 +83,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         breaker: CircuitBreaker | None = None,
-        channel_ping_interval: float = 1.0,
+        channel_ping_interval: float = 0.25,
         error_throttle: float = 5.0,
         connection: ConnectionStats | None = None,
         max_value_bytes: int | None = None,
@@ -114,7 +122,9 @@ class Engine:
         )
         self.refresher = Refresher(self.flights, self.counters, clock, error_throttle)
         self.bounds = Bounds(self.counters)
-        self.queue = InvalidationQueue(self.versions, self.stats, self.rng)
+        self.holds = Holds(self.versions)
+        self.queue = InvalidationQueue(self.holds, self.stats, self.rng)
+        self.deferral = Deferral(self.holds, self.counters)
         self.link = ChannelLink(
             redis,
             self.channel,
@@ -125,6 +135,7 @@ class Engine:
             filled=self.leases.filled,
             tick=self._retry_queued,
             failed_over=self._failed_over,
+            adopt=self._adopt,
             ping_interval=channel_ping_interval,
         )
         self.fast = FastPath(self)
@@ -254,6 +265,14 @@ class Engine:
         if keys:
             self.redis.delete(keys, self.channel, Message.for_keys(self.origin, keys))
 
+    def _adopt(self, tags: Sequence[str], keys: Sequence[str]) -> None:
+        """Another process's invalidation Redis did not take (on the channel thread): queue it
+        as ours. Delivered twice, a tag's version only moves once more."""
+        self.queue.add(tags, keys)
+        self.counters.add(invalidations_adopted=1)
+        if keys:
+            self.drop_keys(keys)
+
     def _failed_over(self, address: tuple[str, int]) -> None:
         """A Sentinel named a new master (on the watch's thread). Writes made to the old one since
         it stopped replicating are lost, invalidations included, so: drop every kept connection,
@@ -276,6 +295,10 @@ class Engine:
     @property
     def queued(self) -> int:
         return len(self.queue)
+
+    def ensure_channel(self) -> None:
+        """Open the invalidation channel now if it is not (``health()`` does, for a new cache)."""
+        self.link.ensure()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the invalidation channel is up (True) or ``timeout`` passes (False)."""
@@ -314,6 +337,12 @@ class Engine:
             },
             "compute_timeouts": c["compute_timeouts"],
             "failovers": c["failovers"],
+            "transactions": transaction_stats(c),
+            # Cluster: invalidations Redis did not take, announced to / adopted from others.
+            "adopted_invalidations": {
+                "announced": c["invalidations_announced"],
+                "adopted": c["invalidations_adopted"],
+            },
             "breaker": {
                 "state": breaker.state.value,
                 "transitions": breaker.transitions,
@@ -348,6 +377,7 @@ class Engine:
         self.local.clear()
         if self.redis_cfg is not None:
             self.versions.distrust()  # trusted again once the child's own channel is up
+        self.versions.probe = None  # it asked the parent's channel thread
         self.monitor = None
         if self.aredis is not None:
             self.aredis.forked()  # the sync pools reconnect by themselves (redis-py checks the pid)
@@ -357,6 +387,8 @@ class Engine:
             self.leases,
             self.refresher,
             self.bounds,
+            self.holds,
+            self.deferral,
             self.queue,
             self.link,
         ):

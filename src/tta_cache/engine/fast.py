@@ -13,10 +13,14 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..core.policy import Verdict, judge
+from ..observability import FLOW_STATE
 from ..tiers import LocalEntry, Read
 from .call import MISSING, Call, Stamp
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
+    from ..observability import Operation
     from .engine import Engine
 
 __all__ = ["FastPath"]
@@ -32,6 +36,8 @@ class FastPath:
         self.local = engine.local
         self.versions = engine.versions
         self.clock = engine.clock
+        # The middleware's Operation of the plain read, per function (its key has one shape)
+        self._reads: dict[tuple[str, str, bool], Operation] = {}
 
     def local_lookup(self, local_key: Hashable, types: tuple[type, ...] | None = None) -> Any:
         """The L1 value for ``local_key`` or ``MISSING``; revalidates an entry checked long ago."""
@@ -45,7 +51,7 @@ class FastPath:
             if (
                 entry is not None
                 and entry.expires > (now := self.clock())
-                and now < versions.fresh_until
+                and (now < versions.fresh_until or versions.revive(now))
                 and entry.types == types
             ):
                 gen = versions.gen
@@ -81,15 +87,32 @@ class FastPath:
 
     def stamp(self, call: Call) -> Stamp | None:
         """The stamp a plain L2 read can be checked against, or None when the full flow must
-        read: a lease, middleware, versions this process does not know, or Redis unusable."""
+        read: a lease, versions this process does not know, or Redis unusable. Middleware sees
+        the plain read as the ``read`` step it is (one GET: :meth:`read_op`)."""
         e = self.e
-        if e.chain or call.lock or e.redis is None:
+        if call.lock or e.redis is None:
             return None
         stamp = self.versions.snapshot(call.tags)
-        if stamp is None or call.key in e.queue.keys or not e.redis_usable():
+        if stamp is None or call.key in e.holds.keys or not e.redis_usable():
             return None
         e.link.ensure()
         return stamp
+
+    def observed(self, call: Call, is_async: bool) -> tuple[Operation, Token[Any]]:
+        """The plain read's :class:`Operation`, and a fresh flow state set for it (the read is
+        an operation of its own: one that misses is followed by a flow with its own state)."""
+        return self.read_op(call, is_async), FLOW_STATE.set({})
+
+    def read_op(self, call: Call, is_async: bool) -> Operation:
+        """The :class:`Operation` middleware gets for the plain read of ``call``: built once
+        per function, not per call (its attributes are precomputed from it)."""
+        shape = (call.function, call.kind, is_async)
+        op = self._reads.get(shape) if call.function else None
+        if op is None:
+            op = self.e.operation(("read", (call.key, ()), call), is_async=is_async)
+            if call.function and len(self._reads) < 4096:
+                self._reads[shape] = op
+        return op
 
     def done(self, call: Call, raw: bytes | None, stamp: Stamp, started: float) -> Any:
         """After the plain read: ``(value, None)`` when it served, else ``(MISSING, read)`` for
@@ -115,7 +138,7 @@ class FastPath:
         if entry is None:
             return _UNDECODABLE
         versions = self.versions
-        if entry.stamp != stamp or versions.blocked(stamp):
+        if entry is None or entry.stamp != stamp or versions.behind(stamp):
             return MISSING
         fr = call.freshness
         rnd = 1.0 - self.e.rng.random()

@@ -146,9 +146,9 @@ def load_flow(
                     flight.stamp = stamp
             entry: Entry | None = None
             verdict = Verdict.EXPIRED
-            if read.raw is not None and call.key not in e.queue.keys:
+            if read.raw is not None and call.key not in e.holds.keys:
                 entry = e.decode(read.raw, call)
-                if entry is not None and entry.stamp == stamp and not versions.blocked(stamp):
+                if entry is not None and entry.stamp == stamp and not versions.behind(stamp):
                     fr = call.freshness
                     verdict = judge(
                         now,
@@ -240,12 +240,15 @@ def stage_fill(
     """After a computation: count it, fill L1, and encode the Redis fill.
 
     False: not cached (versions unknowable while Redis is down, invalidated while computing:
-    I3, or its envelope over ``max_value_bytes``); True: cached in L1 only (Redis not usable);
-    else ``(payload, px)``.
+    I3, computed inside a database transaction that has written, or its envelope over
+    ``max_value_bytes``); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
     """
     e.stats.computed(took)
     e.refresher.recovered(call.key)
     if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
+        return False
+    if e.deferral.writing():  # it may have read rows not committed yet (``deferral.py``)
+        e.counters.add(transaction_fills_skipped=1)
         return False
     versions = e.versions
     gen = versions.gen

@@ -2,8 +2,9 @@
 
 The channel is opened before the first tag version is fetched (DESIGN.md §4), so no update falls
 between a fetch and the subscription. Messages from other processes move the tag map, drop
-per-call invalidated keys (L1 and the flights that would fill them) and wake lease waiters; a
-process's own messages are skipped (applied before its ``invalidate()`` returned).
+per-call invalidated keys (L1 and the flights that would fill them), wake lease waiters, and
+adopt an invalidation another process could not deliver (queue it here too, I8); a process's own
+messages are skipped (applied before its ``invalidate()`` returned).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ..coherence import FailoverWatch, Message, Subscriber, TagVersions
-from ..stats import Stats
+from ..observability import Stats
 from ..tiers import RedisConfig, make_sentinel_clients, make_sync_client
 from .fork import reinit
 
@@ -37,7 +38,8 @@ class ChannelLink:
         filled: Callable[[Sequence[str]], None],
         tick: Callable[[], None],
         failed_over: Callable[[tuple[str, int]], None],
-        ping_interval: float = 1.0,
+        adopt: Callable[[Sequence[str], Sequence[str]], None] = lambda tags, keys: None,
+        ping_interval: float = 0.25,
     ) -> None:
         self.cfg = cfg
         self.channel = channel
@@ -48,6 +50,7 @@ class ChannelLink:
         self._filled = filled
         self._tick = tick
         self._failed_over = failed_over
+        self._adopt = adopt
         self.ping_interval = ping_interval
         self.subscriber: Subscriber | None = None
         self.failover_watch: FailoverWatch | None = None
@@ -82,6 +85,7 @@ class ChannelLink:
                     on_drained=self.versions.renew,
                     ping_interval=self.ping_interval,
                 )
+                self.versions.follow(sub)
                 sub.start()
                 self.subscriber = sub
                 if cfg.mode == "sentinel":
@@ -124,6 +128,10 @@ class ChannelLink:
             self._filled(message.fills)  # a lease holder elsewhere is done: wake our waiters
             return
         self.stats.add(invalidations_received=1)
+        if message.adopt:
+            # Another process could not deliver this invalidation: take it over (I8), so this
+            # process serves nothing it affects until Redis has taken it from one of us.
+            self._adopt(message.tags, message.keys)
         if message.versions:
             self.versions.merge(message.versions)
         if message.keys:

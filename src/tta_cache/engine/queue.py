@@ -1,7 +1,8 @@
 """I8: invalidations Redis has not taken yet, retried until it does.
 
-While an invalidation waits here its tags are *pending* in the tag map, so this process serves no
-entry it affects; an entry key waiting here is never read from Redis. The queue is bounded: on
+While an invalidation waits here its tags and keys are held (``deferral.Holds``): its tags are
+*pending* in the tag map, so this process serves no entry it affects, and an entry key waiting
+here is never read from Redis. The queue is bounded: on
 overflow only the namespace epoch is bumped (everything older is invalid), which one retry carries.
 The channel thread calls :meth:`InvalidationQueue.retry` on each tick while connected.
 """
@@ -13,13 +14,16 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from ..coherence import TagVersions
 from ..core.keys import NAMESPACE_TAG
 from ..core.policy import backoff
 from ..exceptions import BackendError
-from ..stats import Stats
+from ..observability import Stats
 from .fork import reinit
+
+if TYPE_CHECKING:
+    from .deferral import Holds
 
 __all__ = ["InvalidationQueue"]
 
@@ -31,16 +35,14 @@ Deliver = Callable[[list[str], list[str]], None]  # (tags, keys): raises Backend
 class InvalidationQueue:
     """Tags to bump and keys to delete that Redis did not take, with their retry schedule."""
 
-    def __init__(
-        self, versions: TagVersions, stats: Stats, rng: random.Random, limit: int = 10_000
-    ) -> None:
-        self.versions = versions
+    def __init__(self, holds: Holds, stats: Stats, rng: random.Random, limit: int = 10_000) -> None:
+        self.holds = holds
         self.stats = stats
         self.rng = rng
         self.limit = limit
         self.lock = threading.Lock()
         self.tags: dict[str, None] = {}
-        self.keys: dict[str, None] = {}  # read without the lock (a dict lookup) by the flows
+        self.keys: dict[str, None] = {}
         self.overflow = False
         self._failures = 0
         self._retry_at = 0.0
@@ -62,7 +64,7 @@ class InvalidationQueue:
                 self.overflow = True
                 self.tags.clear()
             self.stats.add(invalidations_queued=1)
-            self.versions.set_pending(frozenset(self.tags), overflow=self.overflow)
+            self.holds.queued(self.tags, self.keys, overflow=self.overflow)
 
     def retry(self, deliver: Deliver) -> None:
         """Push what is queued through ``deliver`` if its backoff has passed."""
@@ -94,5 +96,5 @@ class InvalidationQueue:
                 self.keys.pop(k, None)
             if overflow:
                 self.overflow = False
-            self.versions.set_pending(frozenset(self.tags), overflow=self.overflow)
+            self.holds.queued(self.tags, self.keys, overflow=self.overflow)
         log.info("queued invalidations delivered: %d tags, %d keys", len(tags), len(keys))

@@ -20,7 +20,7 @@ from .call import MISSING, Call, Flow
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["get_flow", "invalidate_flow", "set_flow"]
+__all__ = ["get_flow", "invalidate_flow", "send_flow", "set_flow"]
 
 
 def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]:
@@ -48,7 +48,7 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
         e.stats.add(misses=len(todo))
         return out
     entries: list[tuple[int, Entry]] = []
-    queued = e.queue.keys
+    queued = e.holds.keys
     decode = e.decode
     for i, raw in zip(todo, raws, strict=True):
         if raw is not None and not (queued and calls[i].key in queued):
@@ -139,11 +139,23 @@ def set_flow(e: Engine, items: Sequence[tuple[Call, Any]], on_error: str) -> Flo
 def invalidate_flow(
     e: Engine, tags: Iterable[str], keys: Iterable[str], on_error: str
 ) -> Flow[None]:
+    """Invalidate tags and keys; inside a bound database transaction, hold them until it
+    commits (``deferral.py``), else send them now (:func:`send_flow`). Either way this process
+    serves nothing they cover once this returns (I1)."""
+    tags = list(dict.fromkeys(tags))
+    keys = list(dict.fromkeys(keys))
+    tx = e.deferral.current()
+    if tx is not None and e.deferral.hold(tx, tags, keys):
+        if keys:
+            e.drop_keys(keys)
+        return
+    yield from send_flow(e, tags, keys, on_error)
+
+
+def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flow[None]:
     """Bump tag versions and delete keys; publish both. Read-your-invalidation (I1) holds when
     this returns: the new versions are merged locally first, the issuing L1 is cleaned, and
     an invalidation Redis cannot take is queued and covers its entries until it lands (I8)."""
-    tags = list(dict.fromkeys(tags))
-    keys = list(dict.fromkeys(keys))
     if keys:
         e.drop_keys(keys)
     if e.redis is None:
@@ -151,6 +163,9 @@ def invalidate_flow(
             e.versions.bump_local(tags)
         return
     e.link.ensure()
+    lost_tags: list[str] = []
+    lost_keys: list[str] = []
+    errors: list[tuple[BackendError, str]] = []
     if tags:
         try:
             bump = (tuple(e.tag_key(t) for t in tags), tags, e.channel, Message.head(e.origin))
@@ -159,11 +174,22 @@ def invalidate_flow(
             e.stats.add(invalidations_sent=1)
         except BackendError as exc:
             e.queue.add(tags, ())
-            e.fail(exc, on_error, "invalidate")
+            lost_tags = tags
+            errors.append((exc, "invalidate"))
     if keys:
         try:
             yield ("delete", (keys, e.channel, Message.for_keys(e.origin, keys)))
             e.stats.add(invalidations_sent=1)
         except BackendError as exc:
             e.queue.add((), keys)
-            e.fail(exc, on_error, "delete")
+            lost_keys = keys
+            errors.append((exc, "delete"))
+    if errors and e.redis.cluster:
+        # A Cluster master holding some of these keys is down, others may be up and hold the
+        # other processes' channels: tell them through any live node, so that they queue the
+        # invalidation too (I8) and serve nothing it affects until Redis takes it (I2).
+        message = Message.for_adoption(e.origin, lost_tags, lost_keys)
+        announced = yield ("announce", (e.channel, message))
+        e.counters.add(invalidations_announced=int(bool(announced)))
+    for error, what in errors:
+        e.fail(error, on_error, what)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import BackendError
-from ..middleware import FLOW_STATE
+from ..observability import FLOW_STATE
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, Step
+from .deferral import private_flow
 from .flows import lead_flow, lease_wait, load_flow
 from .stepper import CONTROL, Stepper
 
@@ -106,11 +107,19 @@ class SyncDriver:
         if stamp is None:
             return MISSING, None
         started = time.perf_counter()
+        token = None
         try:
-            raw = e.redis.get(call.key)  # type: ignore[union-attr]
+            if not e.chain:
+                raw = e.redis.get(call.key)  # type: ignore[union-attr]
+            else:
+                op, token = e.fast.observed(call, False)
+                raw = e.chain.call(op, functools.partial(e.redis.get, call.key))  # type: ignore[union-attr]
         except BackendError as exc:
             e.fail(exc, call.on_error, "read")
             return MISSING, READ_FAILED
+        finally:
+            if token is not None:
+                FLOW_STATE.reset(token)
         return e.fast.done(call, raw, stamp, started)  # type: ignore[no-any-return]
 
     def load(self, call: Call, compute: Callable[[], Any]) -> Any:
@@ -124,6 +133,8 @@ class SyncDriver:
             value, read = self.fast_read(call)
             if value is not MISSING:
                 return value
+        if e.deferral.writing():  # for this caller alone (``deferral.py``)
+            return self.run(private_flow(e, call), e.bounds.bounded(call, compute))
         with flights.lock:
             flight = table.get(call.key)
             if flight is None or not flights.joinable(flight):

@@ -11,7 +11,7 @@ from typing import Any
 
 from tta_cache.api import Cache
 from tta_cache.core.policy import BreakerState
-from tta_cache.health import probe
+from tta_cache.observability import probe
 from tta_cache.tiers import mask_url
 
 from .config import cache_options_from_config

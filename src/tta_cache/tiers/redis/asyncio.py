@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import redis
 
 from . import commands, replies
-from .base import TierBase
+from .autopipe import AutoPipe
+from .base import TierBase, announce_order
 from .clients import make_async_client
 from .commands import Command, Lease
 from .config import RedisConfig
@@ -33,24 +34,33 @@ T = TypeVar("T")
 
 class AsyncRedisTier(TierBase):
     """The asyncio twin of :class:`~.sync.RedisTier`, one client per running event loop; a
-    client carries its scripts (``_tta_scripts``) and its lane (``_tta_lane``)."""
+    client carries its scripts (``_tta_scripts``) and its lane (``_tta_lane``: an
+    :class:`~.autopipe.AutoPipe` over it unless ``pipelining=False``)."""
 
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         super().__init__(cfg, tag_ttl)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[Callable[[], Any], Any] = (lambda: None, None)  # (weak loop, client)
 
     @property
     def client(self) -> Any:
         loop = asyncio.get_running_loop()
+        last, client = self._last
+        if last() is loop:  # the loop of the last call: no weak dictionary lookup
+            return client
         client = self._clients.get(loop)
         if client is None:
             client = make_async_client(self.cfg, figures=self.figures)
             client._tta_scripts = Scripts.register(client)
             size = self.lane_size
-            client._tta_lane = AsyncLane(client.connection_pool, size) if size else None
+            lane = AsyncLane(client.connection_pool, size) if size else None
+            if lane is not None and self.cfg.pipelining:
+                lane = AutoPipe(lane, self.cfg.op_timeout)  # type: ignore[assignment]
+            client._tta_lane = lane
             self._clients[loop] = client
+        self._last = (weakref.ref(loop), client)
         return client
 
     async def get(self, key: str) -> bytes | None:
@@ -127,7 +137,10 @@ class AsyncRedisTier(TierBase):
         with translated("EVALSHA fill"):
             if first is not None:
                 await client.execute_command(*first)
-            await client._tta_scripts.fill(keys=keys, args=args)
+            if client._tta_lane is not None:  # pipelined with the other callers' commands
+                replies.raise_first(await self._send([commands.fill_command(keys, args)]))
+            else:
+                await client._tta_scripts.fill(keys=keys, args=args)
 
     async def versions(self, tag_keys: Sequence[str]) -> tuple[int, ...]:
         script = self.client._tta_scripts.versions
@@ -180,6 +193,19 @@ class AsyncRedisTier(TierBase):
                 out += self._versions_of(reply, len(keys))
             return tuple(out)
 
+    async def announce(self, channel: str, message: bytes) -> bool:
+        """See :meth:`~.sync.RedisTier.announce`."""
+        if not self.cluster:
+            return False
+        client = self.client
+        for node in announce_order(client.get_nodes()):
+            try:
+                await client.execute_command("PUBLISH", channel, message, target_nodes=node)
+                return True
+            except Exception:
+                continue
+        return False
+
     async def ping(self) -> bool:
         with translated("PING"):
             return bool(await self.client.ping())
@@ -203,6 +229,7 @@ class AsyncRedisTier(TierBase):
         the parent's too; a shutdown here would cut the parent's connections). A loop of the
         child gets a client of its own."""
         self._clients = weakref.WeakKeyDictionary()
+        self._last = (lambda: None, None)
 
     @staticmethod
     async def _reconnect(client: Any) -> None:
@@ -220,6 +247,7 @@ class AsyncRedisTier(TierBase):
         with contextlib.suppress(RuntimeError):
             loop = asyncio.get_running_loop()
             client = self._clients.pop(loop, None)
+            self._last = (lambda: None, None)
             if client is not None:
                 with contextlib.suppress(Exception):
                     if client._tta_lane is not None:

@@ -11,7 +11,17 @@ from .config import RedisConfig
 from .figures import TierFigures
 from .replies import LeaseReply, Read, entry_reply, lease_reply, same_slot, versions_reply
 
-__all__ = ["TierBase"]
+__all__ = ["ANNOUNCE_NODES", "TierBase", "announce_order"]
+
+ANNOUNCE_NODES = 3  # Cluster nodes an undelivered invalidation's announcement may try
+
+
+def announce_order(nodes: Sequence[Any]) -> list[Any]:
+    """The nodes to try an announcement on: masters first (redis-py lists a node that failed
+    last), then replicas; at most :data:`ANNOUNCE_NODES`."""
+    masters = [n for n in nodes if getattr(n, "server_type", None) == "primary"]
+    others = [n for n in nodes if n not in masters]
+    return [*masters, *others][:ANNOUNCE_NODES]
 
 
 class TierBase:

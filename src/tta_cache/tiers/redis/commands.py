@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .scripts import LEASE_READ_SHA, VERSIONS_SHA
+from .scripts import FILL_SHA, LEASE_READ_SHA, VERSIONS_SHA
 
 __all__ = [
     "Command",
     "Lease",
     "delete_commands",
+    "fill_command",
     "fill_plan",
     "lease_read_commands",
     "read_commands",
@@ -91,3 +92,8 @@ def fill_plan(
     if apart:
         return ("SET", key, payload, "PX", px), [lease.key], release
     return None, [lease.key, key], [*release, payload, px]
+
+
+def fill_command(keys: Sequence[str], args: Sequence[Any]) -> Command:
+    """:data:`~.scripts.FILL_LUA` by EVALSHA, to send in a pipeline (see :func:`fill_plan`)."""
+    return ("EVALSHA", FILL_SHA, len(keys), *keys, *args)

@@ -80,6 +80,8 @@ class RedisConfig:
     # this long, and then a counted fail-open miss beats hanging. See docs/operations.md.
     pool_timeout: float = 10.0
     health_check_interval: float = 30.0
+    # asyncio: concurrent hot commands of one event loop go out as one pipeline (.autopipe)
+    pipelining: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsOptions = field(default_factory=TlsOptions)
     """CA, client certificate and checks of TLS connections (used when ``ssl``)."""

@@ -4,7 +4,9 @@ nowhere else (``with translated("GET"): ...``)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+from types import TracebackType
 
 import redis
 
@@ -36,6 +38,18 @@ def acl_refusal(op: str, exc: BaseException) -> str | None:
     return None
 
 
+_REDIS_PY = os.path.dirname(redis.__file__) + os.sep
+
+
+def _inside_redis_py(tb: TracebackType | None) -> bool:
+    """Whether the exception was raised inside redis-py (its Cluster client raises
+    AttributeError and the like while its topology is being refreshed after a failover)."""
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_REDIS_PY)
+
+
 class PoolExhausted(redis.ConnectionError):
     """No connection came free within ``pool_timeout`` (translated into PoolTimeout). A redis-py
     ConnectionError, so code that catches those (the channel thread's) still does."""
@@ -64,7 +78,10 @@ class translated:
             raise PoolTimeout(str(exc)) from None
         if isinstance(exc, (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)):
             raise BackendTimeout(f"redis {self.op} timed out") from exc
-        if isinstance(exc, (redis.RedisError, OSError)):
+        if isinstance(exc, (redis.RedisError, OSError)) or (
+            isinstance(exc, (AttributeError, KeyError, IndexError, TypeError))
+            and _inside_redis_py(exc.__traceback__)
+        ):
             refused = acl_refusal(self.op, exc)
             if refused is not None:
                 raise BackendError(refused) from exc

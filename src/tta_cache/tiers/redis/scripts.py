@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "BUMP_LUA",
     "FILL_LUA",
+    "FILL_SHA",
     "LEASE_READ_LUA",
     "LEASE_READ_SHA",
     "PIPELINED",
@@ -128,7 +129,8 @@ def _sha(script: str) -> str:
 
 VERSIONS_SHA = _sha(VERSIONS_LUA)
 LEASE_READ_SHA = _sha(LEASE_READ_LUA)
-PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA)
+FILL_SHA = _sha(FILL_LUA)
+PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA, FILL_LUA)
 """The scripts sent by EVALSHA inside pipelines (loaded again when Redis lost them)."""
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis
 
 from . import commands, replies
-from .base import TierBase
+from .base import TierBase, announce_order
 from .clients import make_sync_client
 from .commands import Command, Lease
 from .config import RedisConfig
@@ -158,6 +158,20 @@ class RedisTier(TierBase):
                 reply = self.scripts.bump(keys=keys, args=[ttl, channel, head, *names])
                 out += self._versions_of(reply, len(keys))
             return tuple(out)
+
+    def announce(self, channel: str, message: bytes) -> bool:
+        """Cluster: PUBLISH ``message`` through the first node that takes it (any node's PUBLISH
+        reaches every node's subscribers), trying at most :data:`ANNOUNCE_NODES`. Whether one
+        did; never raises. Elsewhere nothing is sent (False): the one server is the one down."""
+        if not self.cluster:
+            return False
+        for node in announce_order(self.client.get_nodes()):
+            try:
+                self.client.execute_command("PUBLISH", channel, message, target_nodes=node)
+                return True
+            except Exception:
+                continue
+        return False
 
     def ping(self) -> bool:
         with translated("PING"):

@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .core.policy import BreakerState
-from .exceptions import BackendError
-from .tiers import mask_url
+from ..core.policy import BreakerState
+from ..exceptions import BackendError
+from ..tiers import mask_url
 
 if TYPE_CHECKING:
-    from .api import Cache
-    from .engine import Engine
+    from ..api import Cache
+    from ..engine import Engine
 
 __all__ = ["ConnectionStats", "HealthMonitor", "check", "probe"]
 
@@ -174,12 +174,24 @@ class HealthMonitor:
                 log.exception("tta-cache health check failed")
 
 
+def channel_wait(op_timeout: float) -> float:
+    """How long a health check waits for a channel that has never been up: its connect and its
+    SUBSCRIBE, each bounded like an operation, and at least half a second for the thread."""
+    return max(2 * op_timeout, 0.5)
+
+
 def check(cache: Cache) -> dict[str, Any]:
     """One health report (``cache.health()``); PINGs Redis once, bounded by ``op_timeout``.
 
     ``unhealthy``: Redis is configured and does not answer. ``degraded``: it answers, but the
     breaker is not closed, the invalidation channel is down, invalidations wait in the queue, the
     pool has no free connection, or the PING took more than half of ``op_timeout``.
+
+    The channel opens on first use; when Redis answers and the channel has never been up, this
+    check opens it and waits for it (:func:`channel_wait`, 0.5 s by default), so a readiness
+    probe of a new process is ``healthy`` once it can serve tagged entries from L1, and not
+    before: ``healthy`` always means the channel is up. A channel that was up and is lost is
+    reported at once, without waiting for it.
     """
     engine = cache.engine
     reasons: list[str] = []
@@ -200,6 +212,10 @@ def check(cache: Cache) -> dict[str, Any]:
             status = "unhealthy"
         elif latency is not None and latency > cfg.op_timeout / 2:
             degraded.append(f"redis slow: PING took {latency * 1000:.1f} ms")
+        if error is None and (engine.subscriber is None or not engine.subscriber.state_changes):
+            engine.ensure_channel()  # not needed yet (a new process): open it now
+            if engine.subscriber is not None:  # None once closed
+                engine.subscriber.connected.wait(channel_wait(cfg.op_timeout))
         state = engine.health_state()
         breaker = engine.breaker
         redis_info.update(state)

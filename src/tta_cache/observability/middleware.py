@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .engine import Call
+    from ..engine import Call
 
 __all__ = [
     "FLOW_STATE",
@@ -75,6 +75,7 @@ _COMMANDS = {
     "get_many": "MGET",
     "versions": "EVALSHA",
     "bump": "EVALSHA",
+    "announce": "PUBLISH",
     "fill": "EVALSHA",  # write + lease release + fill notice
 }
 
@@ -84,7 +85,8 @@ class Operation:
     """One step of a cache operation, as middleware sees it: what, never with which key or value.
 
     ``name``: the step (``read``, ``lease_read``, ``write``, ``fill``, ``get_many``,
-    ``set_many``, ``versions``, ``bump``, ``delete``, ``compute``). ``tier``: ``"redis"``, or
+    ``set_many``, ``versions``, ``bump``, ``delete``, ``announce``, ``compute``). ``tier``:
+    ``"redis"``, or
     ``"compute"`` for the decorated function. ``kind``: the cached function's kind
     (``"session"``, ``"character"`` ...), ``"raw"`` for raw ``get``/``set``, ``"tag"`` for tag
     versions, ``"*"`` if unknown. ``function``: the cached function's ``module.qualname`` (``""``

@@ -20,29 +20,7 @@ Spans (the database client conventions for Redis):
   client's error rather than its wrapper; the names ``stats()["errors_by_type"]`` counts). No
   exception event is recorded: its message could carry a key or an argument.
 
-Metrics (one instrument set per meter provider; every figure is also in ``cache.stats()`` and read
-from the same counters, so the two never disagree):
-
-================================  ============  ==============================================
-``cache.requests``                counter       ``cache.tier`` local|redis, ``cache.result``
-                                                hit|miss|stale, ``cache.kind`` (``*``: the
-                                                counters are not kept per kind)
-``db.client.operation.duration``  histogram, s  the span's ``db.*``/``server.*`` attributes,
-                                                ``error.type`` on failure
-``cache.compute.duration``        histogram, s  ``cache.kind``, ``code.function.name``,
-                                                ``error.type`` on failure
-``cache.invalidations``           counter       ``cache.invalidation.direction`` sent|received
-``cache.invalidation.lag``        histogram, s  publish to receipt, every message the channel
-                                                delivered (this process's own included)
-``cache.errors``                  counter       ``error.type``: failures served around
-``cache.local.size``              gauge         entries in L1
-``cache.breaker.state``           gauge         0 closed, 1 half-open, 2 open
-================================  ============  ==============================================
-
-The ``cache.*`` metrics carry ``cache.name`` (the namespace). Counters are observable: L1 hits are
-counted in-process by the local tier and never run the chain. Invalidation lags are exported when
-metrics are collected; of more than the channel keeps (4096) between two collections, the oldest
-are not exported.
+Metrics: the instruments of :mod:`.instruments`, fed from this middleware's counters.
 
 No key, tag value, argument or cached value ever becomes a span name or an attribute.
 """
@@ -52,20 +30,18 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .core.policy import BreakerState
+from ..core.policy import BreakerState
+from ..tiers import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
+from .instruments import VERSION, AttrKey, instruments_for
 from .middleware import BaseMiddleware, Next, Operation, error_type, flow_state
-from .tiers import BUMP_LUA, FILL_LUA, LEASE_READ_LUA, VERSIONS_LUA
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -74,19 +50,10 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.util.types import Attributes
 
-    from .engine import Engine
+    from ..engine import Engine
 
-__all__ = ["DB_DURATION_BUCKETS", "Telemetry", "sdk_configured"]
+__all__ = ["Telemetry", "sdk_configured"]
 
-try:
-    _VERSION = version("tta-cache")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0"
-
-DB_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-"""The database client conventions' bucket advice for ``db.client.operation.duration``."""
-
-_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _SCRIPTS = {  # steps that run one script (a pipeline of several has no one procedure)
     name: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
     for name, script in (
@@ -100,7 +67,6 @@ _BREAKER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN
 _PARENT = "tta_cache.telemetry.parent"  # flow_state() key: the computation's span context
 _MAX_DESCRIBED = 1024
 
-AttrKey = tuple[tuple[str, Any], ...]
 _Started = tuple[trace.Span, "Attributes", float, "Token[Context] | None"]
 
 
@@ -120,8 +86,8 @@ class Telemetry(BaseMiddleware):
     ) -> None:
         self.engine = engine
         self.namespace = engine.namespace
-        self.tracer = trace.get_tracer("tta_cache", _VERSION, tracer_provider)
-        self.instruments = _instruments_for(meter_provider)
+        self.tracer = trace.get_tracer("tta_cache", VERSION, tracer_provider)
+        self.instruments = instruments_for(meter_provider)
         self._db = _db_attributes(engine)
         self._described: dict[
             tuple[str, str, int, str, str], tuple[str, Attributes, Attributes]
@@ -281,104 +247,6 @@ class Telemetry(BaseMiddleware):
             if lags:
                 self._last_lag = lags[-1]
             return lags[start:]
-
-
-class _Instruments:
-    """The instruments of one meter provider, shared by every cache reporting to it (an SDK
-    keeps the first callbacks registered under a name, so each cache cannot register its own)."""
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.sources: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-        self.db_duration = meter.create_histogram(
-            "db.client.operation.duration",
-            unit="s",
-            description="Duration of Redis operations of the cache.",
-            explicit_bucket_boundaries_advisory=DB_DURATION_BUCKETS,
-        )
-        self.compute_duration = meter.create_histogram(
-            "cache.compute.duration",
-            unit="s",
-            description="Duration of computations of cached functions after a miss.",
-            explicit_bucket_boundaries_advisory=DB_DURATION_BUCKETS,
-        )
-        self.lag = meter.create_histogram(
-            "cache.invalidation.lag",
-            unit="s",
-            description="Time from publishing an invalidation to receiving it.",
-            explicit_bucket_boundaries_advisory=_LAG_BUCKETS,
-        )
-        meter.create_observable_counter(
-            "cache.requests",
-            [self._observe(Telemetry.requests)],
-            unit="{request}",
-            description="Cache lookups by tier and result.",
-        )
-        meter.create_observable_counter(
-            "cache.invalidations",
-            [self._invalidations],
-            unit="{invalidation}",
-            description="Invalidations sent to and received from the channel.",
-        )
-        meter.create_observable_counter(
-            "cache.errors",
-            [self._observe(Telemetry.errors)],
-            unit="{error}",
-            description="Failed cache operations served around (fail-open), by error type.",
-        )
-        meter.create_observable_gauge(
-            "cache.local.size",
-            [self._observe(Telemetry.local_size)],
-            unit="{entry}",
-            description="Entries in the in-process tier (L1).",
-        )
-        meter.create_observable_gauge(
-            "cache.breaker.state",
-            [self._observe(Telemetry.breaker_state)],
-            unit="1",
-            description="Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
-        )
-
-    def _observe(
-        self, figures: Callable[[Telemetry], Iterable[tuple[AttrKey, int]]]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            totals: dict[AttrKey, int] = {}
-            for source in list(self.sources):
-                for key, value in figures(source):
-                    totals[key] = totals.get(key, 0) + value  # two caches, one namespace
-            return [Observation(value, dict(key)) for key, value in totals.items()]
-
-        return callback
-
-    def _invalidations(self, options: CallbackOptions) -> Iterable[Observation]:
-        for source in list(self.sources):
-            attributes = {"cache.name": source.namespace}
-            for lag in source.new_lags():
-                self.lag.record(lag, attributes)
-        return self._observe(Telemetry.invalidations)(options)
-
-
-_by_provider: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
-    weakref.WeakKeyDictionary()
-)
-_global: _Instruments | None = None
-_instruments_lock = threading.Lock()
-
-
-def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:
-    global _global
-    with _instruments_lock:
-        if meter_provider is None:
-            # One set for the global provider, whatever it is now: a proxy binds to the SDK
-            # once one is set, so caches built before and after it share the instruments.
-            if _global is None:
-                _global = _Instruments(metrics.get_meter("tta_cache", _VERSION))
-            return _global
-        instruments = _by_provider.get(meter_provider)
-        if instruments is None:
-            meter = meter_provider.get_meter("tta_cache", _VERSION)
-            instruments = _by_provider[meter_provider] = _Instruments(meter)
-        return instruments
 
 
 def _db_attributes(engine: Engine) -> dict[str, Any]:
