@@ -342,3 +342,12 @@ def test_reseal_never_blesses_what_it_cannot_verify() -> None:
 
 def test_an_unencrypted_unsigned_entry_needs_no_reseal() -> None:
     assert codec().reseal(Codec().encode(VALUE), key=KEY) == (Sealing(None, None), None)
+
+
+def test_no_encrypt_kinds_decrypts_and_refuses_nothing_for_a_two_step_rollout() -> None:
+    step_one = codec(kinds=())
+    sealed = enc(codec())
+    plain = Codec(namespace="tta").encode(VALUE, key=KEY, kind="emotional")
+    assert not enc(step_one)[4] & ENCRYPTED  # encrypts nothing
+    assert step_one.decode(sealed, key=KEY, kind="emotional").value == VALUE  # reads ciphertext
+    assert step_one.decode(plain, key=KEY, kind="emotional").value == VALUE  # and plaintext
