@@ -126,7 +126,7 @@ class FastPath:
             # An undecodable entry (already counted) goes on as an absent one: the flow must not
             # decode and count it again.
             return MISSING, Read(raw if value is MISSING else None, None)
-        e.stats.fast_hit(took, time.perf_counter() - started)
+        e.stats.fast_hit(took, time.perf_counter() - started, call.kind)
         return value, None
 
     def _hit(self, call: Call, raw: bytes | None, stamp: Stamp) -> Any:
