@@ -174,9 +174,10 @@ class CurrentEntry:
         for t in tags:
             if not isinstance(t, str) or not t or "\0" in t:
                 raise ConfigurationError(f"add_tags takes non-empty tag strings, not {t!r}")
-        known = set(self._call.tags).union(t for t, _ in self.added)
+        added = [t for t, _ in self.added]
+        known = {*self._call.tags, *added}
         new = list(dict.fromkeys(t for t in tags if t not in known))
-        check_entry(self._call.key, (*self._call.tags, *known, *new), self._call.function)
+        check_entry(self._call.key, (*self._call.tags, *added, *new), self._call.function)
         self.touched = True
         return new
 
