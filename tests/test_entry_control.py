@@ -341,3 +341,21 @@ def test_a_redis_count_added_without_a_kind_is_reported_under_star() -> None:
         stats.redis_hit("session")
         stats.add(redis_hits=2)
         assert stats.kinds() == {"session": (1, 0, 0), "*": (2, 0, 0)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_current_entry_reaches_a_computation_bounded_by_hard_timeout(
+    cache: tc.Cache, mode: str
+) -> None:
+    """With ``hard_timeout`` the function runs in a thread (sync) or a task (async) of its own:
+    the entry goes with it."""
+
+    def body(user_id: str) -> str:
+        entry = tc.current_entry()
+        assert entry is not None
+        entry.skip()
+        return user_id
+
+    load, calls = decorate(cache, mode, body, hard_timeout=30)
+    assert [await call(load, "u1") for _ in range(2)] == ["u1", "u1"]
+    assert calls == ["u1", "u1"]

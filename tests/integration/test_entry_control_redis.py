@@ -118,20 +118,28 @@ async def test_entry_ttl_and_skip_are_what_redis_keeps(make: Make, mode: str) ->
     assert calls_b == ["never", "short"]
 
 
+@pytest.mark.parametrize("l1", [10_000, 0], ids=["l1", "l1-off"])
 @pytest.mark.parametrize("mode", MODES)
-async def test_an_added_tag_is_checked_by_every_cache(make: Make, mode: str) -> None:
-    a, b = make(), make()
+async def test_an_added_tag_is_checked_by_every_cache(make: Make, mode: str, l1: int) -> None:
+    """The second read of ``b`` is an L1 hit, or (L1 off) the plain GET whose added tag the map
+    now knows."""
+    a, b = make(local_maxsize=l1), make(local_maxsize=l1)
     load_a, calls_a = decorate(a, mode, controlled)
     load_b, calls_b = decorate(b, mode, controlled)
     assert await call(load_a, "doc1") == "DOC1"
     assert await call(load_b, "doc1") == "DOC1"  # from Redis: its added tag read and current
-    assert await call(load_b, "doc1") == "DOC1"  # from b's L1
+    assert await call(load_b, "doc1") == "DOC1"  # from b's L1, or Redis again
     assert calls_b == []
     b.invalidate(doc="doc1")
+    c = make(local_maxsize=l1)  # a new cache: its tag map has never seen doc:doc1
+    load_c, calls_c = decorate(c, mode, controlled)
+    other_c, _ = decorate(c, mode, str.upper, kind="other")
+    await call(other_c, "doc1")  # c's map learns the entry's own tags (not the added one)
+    assert await call(load_c, "doc1") == "DOC1"  # the entry in Redis is behind: computed
     applied(a, b, "doc:doc1")
-    assert await call(load_a, "doc1") == "DOC1"  # neither L1 nor Redis serves the old entry
-    assert await call(load_b, "doc1") == "DOC1"  # a's new fill, from Redis
-    assert (calls_a, calls_b) == (["doc1", "doc1"], [])
+    assert await call(load_a, "doc1") == "DOC1"  # not its L1 copy: c's fill, from Redis
+    assert await call(load_b, "doc1") == "DOC1"
+    assert (calls_a, calls_b, calls_c) == (["doc1"], [], ["doc1"])
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["version-fetched", "version-from-map"])
