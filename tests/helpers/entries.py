@@ -83,3 +83,35 @@ def applied(cache: tc.Cache, source: tc.Cache, tag: str) -> None:
     while cache.engine.versions.get(tag) != want:
         assert time.monotonic() < deadline, "the invalidation never reached the other cache"
         time.sleep(0.002)
+
+
+def profile(cache: tc.Cache, calls: list[str]) -> Any:
+    """A function with the same key in every process that defines it through here."""
+
+    @cache.cached(tags=("user:{user_id}",))
+    def load(user_id: str) -> str:
+        calls.append(user_id)
+        entry = tc.current_entry()
+        assert entry is not None
+        if user_id.startswith("skip"):
+            entry.skip()
+        return "computed"
+
+    return load
+
+
+def read_in_child(url: str, user_ids: list[str], out: Any) -> None:
+    """In a spawned process: read ``user_ids`` through :func:`profile` and put back
+    ``[(value, computed)]``."""
+    cache = tc.Cache(url, namespace="entry", health_check_interval=0)
+    try:
+        assert cache.wait_ready(WAIT)
+        calls: list[str] = []
+        load = profile(cache, calls)
+        got = []
+        for user_id in user_ids:
+            before = len(calls)
+            got.append((load(user_id), len(calls) > before))
+        out.put(got)
+    finally:
+        cache.close()

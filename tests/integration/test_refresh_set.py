@@ -4,6 +4,7 @@ kind in ``stats()`` and the ``cache.requests`` metric."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from helpers.entries import MODES, Make, applied, caches, call, decorate
+from helpers.entries import MODES, Make, applied, caches, call, decorate, profile, read_in_child
 
 
 @pytest.fixture
@@ -125,3 +126,32 @@ def test_redis_results_are_counted_per_kind(make: Make) -> None:
         assert points[("local", "miss", "*")] >= 3
     finally:
         provider.shutdown()
+
+
+def read_in_another_process(url: str, user_ids: list[str]) -> list[tuple[str, bool]]:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=read_in_child, args=(url, user_ids, out))
+    child.start()
+    try:
+        got: list[tuple[str, bool]] = out.get(timeout=120)
+    finally:
+        child.join(120)
+    assert child.exitcode == 0
+    return [tuple(g) for g in got]  # type: ignore[misc]
+
+
+@pytest.mark.slow
+async def test_another_process_serves_what_set_stored_and_computes_what_skip_kept_out(
+    make: Make, redis_url: str
+) -> None:
+    a = make()
+    calls: list[str] = []
+    load = profile(a, calls)
+    load.set("given", "set")
+    assert load("skipped") == "computed"  # entry.skip(): stored nowhere
+    assert load("kept") == "computed"
+    got = read_in_another_process(redis_url, ["set", "skipped", "kept"])
+    assert got == [("given", False), ("computed", True), ("computed", False)]
+    a.invalidate(user="set")  # I3 for set, across processes
+    assert read_in_another_process(redis_url, ["set"]) == [("computed", True)]
