@@ -72,6 +72,8 @@ def module_cached(func: Callable[..., Any] | None = None, /, **options: Any) -> 
             key=options.get("key"),
             lock=False,
             on_error="ignore",
+            cache_if=options.get("cache_if"),
+            none_ttl=options.get("none_ttl"),
         )
         return lazy(default_cache, lambda c: c.cached(**options)(f), f)
 
