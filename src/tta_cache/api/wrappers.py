@@ -44,8 +44,11 @@ class CachedFunction(Protocol[P, R_co]):
     __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop the entry for these arguments (same as the call's) in every process."""
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The exact Redis key the entry for these arguments is stored under."""
 
 
 class AsyncCachedFunction(Protocol[P, R_co]):
@@ -54,8 +57,11 @@ class AsyncCachedFunction(Protocol[P, R_co]):
     __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]:
+        """Drop the entry for these arguments in every process (await it)."""
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The exact Redis key the entry for these arguments is stored under."""
 
 
 def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
