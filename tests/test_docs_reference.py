@@ -139,6 +139,15 @@ def _options(parser: argparse.ArgumentParser, *, skip: set[str]) -> dict[str, ar
     return out
 
 
+def _by_primary(
+    documented: dict[str, list[str]], actions: dict[str, argparse.Action]
+) -> dict[str, list[str]]:
+    """The documented names with short aliases (``-v`` beside ``--verbose``) folded into the
+    option they belong to."""
+    alias = {s: name for name, a in actions.items() for s in a.option_strings}
+    return {alias.get(name, name): cells for name, cells in documented.items()}
+
+
 def _check_defaults(documented: dict[str, list[str]], actions: dict[str, argparse.Action]) -> None:
     for name, cells in documented.items():
         if len(cells) < 2:  # no default column
@@ -152,7 +161,7 @@ def _check_defaults(documented: dict[str, list[str]], actions: dict[str, argpars
 def test_the_cli_page_has_every_command_and_option() -> None:
     parser = build_parser()
     common = _options(parser, skip=set())
-    documented_common = first_column("cli.md", "Options every command takes")
+    documented_common = _by_primary(first_column("cli.md", "Options every command takes"), common)
     assert set(documented_common) == set(common)
     _check_defaults(documented_common, common)
     commands = _subcommands(parser)
@@ -162,6 +171,7 @@ def test_the_cli_page_has_every_command_and_option() -> None:
         own = _options(sub, skip=set(common))
         text = section("cli.md", f"`{name}`")
         documented = first_column("cli.md", f"`{name}`") if "|" in text else {}
+        documented = _by_primary(documented, own)
         assert set(documented) == set(own), (name, set(own) ^ set(documented))
         _check_defaults(documented, own)
 
