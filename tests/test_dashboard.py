@@ -14,7 +14,16 @@ from helpers.otel_names import instruments, prometheus_label, prometheus_series
 
 DASHBOARD = ROOT / "dashboards" / "grafana-tta-cache.json"
 GRID_WIDTH = 24
-PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "state-timeline", "heatmap", "text"}
+PANEL_TYPES = {
+    "timeseries",
+    "stat",
+    "gauge",
+    "bargauge",
+    "table",
+    "state-timeline",
+    "heatmap",
+    "text",
+}
 # Labels Prometheus adds to every series scraped or received (the target's), and histogram `le`.
 SERIES_LABELS = {"le", "instance", "job"}
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": ".*"}
@@ -64,12 +73,15 @@ def test_the_dashboard_has_grafanas_shape() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in dash["panels"]:
         where = f"panel {panel.get('id')} {panel.get('title')!r}"
-        _types(panel, where, id=int, type=str, title=str, gridPos=dict, datasource=dict, targets=list)
+        _types(
+            panel, where, id=int, type=str, title=str, gridPos=dict, datasource=dict, targets=list
+        )
         assert panel["type"] in PANEL_TYPES, where
         assert panel["title"].strip(), where
         grid = panel["gridPos"]
         _types(grid, where, h=int, w=int, x=int, y=int)
-        assert grid["w"] >= 1 and grid["h"] >= 1 and grid["x"] >= 0 and grid["y"] >= 0, where
+        assert min(grid["w"], grid["h"]) >= 1, where
+        assert min(grid["x"], grid["y"]) >= 0, where
         assert grid["x"] + grid["w"] <= GRID_WIDTH, where
         for x in range(grid["x"], grid["x"] + grid["w"]):
             for y in range(grid["y"], grid["y"] + grid["h"]):
@@ -141,5 +153,7 @@ def test_the_panels_cover_what_an_operator_watches() -> None:
     titles = " / ".join(panel["title"].lower() for panel in _dashboard()["panels"])
     for topic in ("hit rate", "latency", "invalidation lag", "errors", "breaker", "l1 size"):
         assert topic in titles, topic
-    quantiles = {float(q) for _, e in _targets() for q in re.findall(r"histogram_quantile\(([\d.]+)", e)}
+    quantiles = {
+        float(q) for _, e in _targets() for q in re.findall(r"histogram_quantile\(([\d.]+)", e)
+    }
     assert {0.5, 0.99} <= quantiles

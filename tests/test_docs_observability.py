@@ -43,9 +43,12 @@ def _attribute_literals() -> set[str]:
             ):
                 keys = [node.args[0]]
             for key in keys:
-                if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                    if re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", key.value):
-                        found.add(key.value)
+                if (
+                    isinstance(key, ast.Constant)
+                    and isinstance(key.value, str)
+                    and re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", key.value)
+                ):
+                    found.add(key.value)
     return {name for name in found if not name.startswith("tta_cache.")}
 
 

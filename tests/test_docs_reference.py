@@ -8,6 +8,7 @@ import argparse
 import ast
 import importlib
 import inspect
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 import tta_cache as tc
-from helpers.docs_pages import DOCS, ROOT, code_names, first_column, section, table_rows
+from helpers.docs_pages import DOCS, ROOT, first_column, section, table_rows
 from tta_cache.cli import build_parser
 from tta_cache.cli import common as cli_common
 from tta_cache.tiers.redis.config import RedisConfig
@@ -91,8 +92,14 @@ def test_each_documented_url_query_option_changes_the_configuration(tmp_path: Pa
         "db": ("redis://h:1/0?db=3", lambda c: c.db == 3),
         "pool_timeout": ("redis://h:1/0?pool_timeout=2.5", lambda c: c.pool_timeout == 2.5),
         "ssl": ("redis://h:1/0?ssl=true", lambda c: c.ssl),
-        "ssl_ca_certs": (f"rediss://h:1/0?ssl_ca_certs={pem}", lambda c: c.tls.ca_certs == str(pem)),
-        "ssl_certfile": (f"rediss://h:1/0?ssl_certfile={pem}", lambda c: c.tls.certfile == str(pem)),
+        "ssl_ca_certs": (
+            f"rediss://h:1/0?ssl_ca_certs={pem}",
+            lambda c: c.tls.ca_certs == str(pem),
+        ),
+        "ssl_certfile": (
+            f"rediss://h:1/0?ssl_certfile={pem}",
+            lambda c: c.tls.certfile == str(pem),
+        ),
         "ssl_keyfile": (
             f"rediss://h:1/0?ssl_certfile={pem}&ssl_keyfile={pem}",
             lambda c: c.tls.keyfile == str(pem),
@@ -114,7 +121,9 @@ def test_every_environment_variable_the_code_reads_is_documented() -> None:
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                in_code.update(re.fullmatch(r"TTA_CACHE_[A-Z_]+", node.value) and [node.value] or [])
+                in_code.update(
+                    (re.fullmatch(r"TTA_CACHE_[A-Z_]+", node.value) and [node.value]) or []
+                )
     assert documented == in_code
 
 
@@ -194,7 +203,9 @@ def _reference_directives() -> set[str]:
 
 
 def test_the_api_reference_renders_every_public_name() -> None:
-    expected = {f"{mod}.{name}" for mod in PUBLIC_MODULES for name in importlib.import_module(mod).__all__}
+    expected = {
+        f"{mod}.{name}" for mod in PUBLIC_MODULES for name in importlib.import_module(mod).__all__
+    }
     assert _reference_directives() == expected
 
 
@@ -202,13 +213,17 @@ def _documented_data(module: Any, name: str) -> bool:
     """Whether a module-level constant has an attribute docstring where it is assigned."""
     for path in SRC.rglob("*.py"):
         body = ast.parse(path.read_text(encoding="utf-8")).body
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             target = node.target if isinstance(node, ast.AnnAssign) else None
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id == name:
-                if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-                    return True
+            if (
+                isinstance(target, ast.Name)
+                and target.id == name
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+            ):
+                return True
     return False
 
 
