@@ -89,7 +89,8 @@ def _target(site: Path, page: Path, link: str) -> tuple[Path, str] | None:
         return None
     if not parts.path:
         return page, parts.fragment
-    path = (page.parent / unquote(parts.path)).resolve()
+    base = site if parts.path.startswith("/") else page.parent  # 404.html links from the root
+    path = (base / unquote(parts.path).lstrip("/")).resolve()
     if path.is_dir() or parts.path.endswith("/"):
         path = path / "index.html"
     return path, parts.fragment
