@@ -153,9 +153,9 @@ def served(site: Path) -> Iterator[tuple[str, list[tuple[str, int]]]]:
         thread.join()
 
 
-def _browse(chromium: str, *args: str) -> subprocess.CompletedProcess[str]:
-    home = SCREENSHOTS / ".chromium"
-    home.mkdir(parents=True, exist_ok=True)
+def _browse(chromium: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run headless Chromium with a profile of its own in ``home`` (a fresh one per page, so
+    nothing is served from an earlier page's cache and every request reaches the server)."""
     return subprocess.run(
         [
             chromium,
@@ -178,13 +178,13 @@ def _browse(chromium: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("name", sorted(PAGES))
 def test_the_page_renders_in_chromium_with_every_request_answered(
-    name: str, served: tuple[str, list[tuple[str, int]]]
+    name: str, served: tuple[str, list[tuple[str, int]]], tmp_path: Path
 ) -> None:
     chromium = _chromium()
     base, requests = served
     url = base + PAGES[name].removesuffix("index.html")
     del requests[:]
-    dom = _browse(chromium, "--virtual-time-budget=5000", "--dump-dom", url)
+    dom = _browse(chromium, tmp_path / "dom", "--virtual-time-budget=5000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr
     assert "<img" in dom.stdout
     assert "throughput.png" in dom.stdout
@@ -199,6 +199,7 @@ def test_the_page_renders_in_chromium_with_every_request_answered(
     png.unlink(missing_ok=True)
     shot = _browse(
         chromium,
+        tmp_path / "shot",
         "--window-size=1280,1800",
         "--virtual-time-budget=5000",
         f"--screenshot={png}",
