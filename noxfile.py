@@ -62,7 +62,9 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    session.install("-e", ".", "mkdocs")
+    """The documentation site (mkdocs-material, the API reference from the docstrings) into
+    build/docs, warnings as errors."""
+    session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")
 
 

@@ -337,6 +337,7 @@ class Cache(RawAccess):
         self.engine.run(self.engine.invalidate_flow((), keys, self._check(on_error)))
 
     async def adelete_keys(self, keys: Sequence[str], *, on_error: str | None = None) -> None:
+        """Async :meth:`delete_keys`."""
         await self.engine.arun(self.engine.invalidate_flow((), keys, self._check(on_error)))
 
     # ------------------------------------------------------------------ observability
@@ -377,6 +378,7 @@ class Cache(RawAccess):
         self.engine.close()
 
     async def aclose(self) -> None:
+        """Async :meth:`close`: also closes this event loop's asyncio connections."""
         await self.engine.aclose()
 
     def __enter__(self) -> Cache:

@@ -106,6 +106,7 @@ class RawAccess:
     async def aget(
         self, key: str, default: Any = None, *, type_hint: Any = None, kind: str | None = None
     ) -> Any:
+        """Async :meth:`get`."""
         flow = self.engine.get_flow([self._raw.call(key, kind, type_hint=type_hint)], self.on_error)
         value = (await self.engine.arun(flow))[0]
         return default if value is MISSING else value
@@ -123,6 +124,7 @@ class RawAccess:
     async def aget_many(
         self, keys: Iterable[str], *, type_hint: Any = None, kind: str | None = None
     ) -> dict[str, Any]:
+        """Async :meth:`get_many`."""
         keys = list(keys)
         calls = [self._raw.call(k, kind, type_hint=type_hint) for k in keys]
         flow = self.engine.get_flow(calls, self.on_error)
@@ -153,6 +155,7 @@ class RawAccess:
         *,
         on_error: str | None = None,
     ) -> None:
+        """Async :meth:`set`."""
         call = self._raw.call(key, kind, tags, ttl)
         await self.engine.arun(self.engine.set_flow([(call, value)], self._check(on_error)))
 
@@ -180,6 +183,7 @@ class RawAccess:
         tags_by_key: Mapping[str, Iterable[str]] | None = None,
         on_error: str | None = None,
     ) -> None:
+        """Async :meth:`set_many`."""
         pairs = self._raw.pairs(items, ttl, kind, tags, tags_by_key)
         await self.engine.arun(self.engine.set_flow(pairs, self._check(on_error)))
 
@@ -188,5 +192,6 @@ class RawAccess:
         self.engine.run(self.engine.invalidate_flow((), [self.engine.raw_key(key)], self.on_error))
 
     async def adelete(self, key: str) -> None:
+        """Async :meth:`delete`."""
         keys = [self.engine.raw_key(key)]
         await self.engine.arun(self.engine.invalidate_flow((), keys, self.on_error))

@@ -45,10 +45,18 @@ class CachedFunction(Protocol[P, R_co]):
     __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop the entry for these arguments (same as the call's) in every process."""
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The exact Redis key the entry for these arguments is stored under."""
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Compute the value for these arguments now and store it (as a miss would); return it."""
+
+    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Store ``value`` as the result for these arguments, stamped with the current tag
+        versions (an invalidation after it drops it)."""
 
 
 class AsyncCachedFunction(Protocol[P, R_co]):
@@ -57,10 +65,18 @@ class AsyncCachedFunction(Protocol[P, R_co]):
     __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
-    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]:
+        """Drop the entry for these arguments in every process (await it)."""
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The exact Redis key the entry for these arguments is stored under."""
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
+        """Compute the value for these arguments now and store it; await it for the value."""
+
+    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]:
+        """Store ``value`` as the result for these arguments, stamped with the current tag
+        versions (await it)."""
 
 
 def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:

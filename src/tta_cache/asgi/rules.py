@@ -63,6 +63,7 @@ class Rule:
         return None if m is None else m.groupdict()
 
     def render_tags(self, params: Mapping[str, str]) -> tuple[str, ...]:
+        """The rule's tags for a request whose path parameters are ``params``."""
         return tuple(t.render(params) for t in self._tags)
 
 
