@@ -125,6 +125,7 @@ class CurrentEntry:
 
     @property
     def kind(self) -> str:
+        """The kind of the entry being computed."""
         return self._call.kind
 
     @property
