@@ -274,8 +274,16 @@ async def test_async_waiters_get_the_holders_value(caches: list[tc.Cache]) -> No
 
 
 def test_leases_in_cluster_mode_compute_once(redis_cluster_url: str) -> None:
+    # op_timeout 5 s: this tests the lease, not latency (under a CPU hog a lease read outlasted
+    # the default 250 ms once, failed open, and the waiter computed a second time)
     caches = [
-        tc.Cache(redis_cluster_url, namespace=NS, lock_timeout=5.0, health_check_interval=0)
+        tc.Cache(
+            redis_cluster_url,
+            namespace=NS,
+            lock_timeout=5.0,
+            op_timeout=5.0,
+            health_check_interval=0,
+        )
         for _ in range(2)
     ]
     runs: list[str] = []
