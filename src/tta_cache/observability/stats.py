@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,14 +90,16 @@ class Stats:
 
     def redis_results(self, hits: Iterable[str], misses: Iterable[str]) -> None:
         """Redis-tier results of a batch, one kind per entry; each miss is a miss overall too."""
+        hit_kinds = Counter(hits)  # a batch is mostly of one kind: one update per kind, not per id
+        miss_kinds = Counter(misses)
         with self._lock:
-            for kind in hits:
-                self.redis_hits += 1
-                self._kind(kind)[0] += 1
-            for kind in misses:
-                self.redis_misses += 1
-                self.misses += 1
-                self._kind(kind)[1] += 1
+            for kind, n in hit_kinds.items():
+                self.redis_hits += n
+                self._kind(kind)[0] += n
+            for kind, n in miss_kinds.items():
+                self.redis_misses += n
+                self.misses += n
+                self._kind(kind)[1] += n
 
     def kinds(self) -> dict[str, tuple[int, int, int]]:
         """Redis-tier ``(hits, misses, stale)`` per kind; counts no kind was given for are
