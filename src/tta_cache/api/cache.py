@@ -279,6 +279,38 @@ class Cache(RawAccess):
 
         return decorate(func) if func is not None else decorate
 
+    def cached_many(
+        self,
+        *,
+        kind: str = "default",
+        over: str | None = None,
+        tags: Sequence[TagSpec] = (),
+        ttl: float | None = None,
+        lock: bool = False,
+        on_error: str | None = None,
+        include_self: bool = False,
+    ) -> Callable[[F], F]:
+        """A batch loader: ``f(user_id, ids) -> {id: value}``, each id its own entry (under
+        ``f.cache_key(user_id, id)``); ``over`` names the ids' parameter (default: the first),
+        ``{item}`` in a template is one id. See docs/usage.md "Batch loaders"."""
+        from .batch import BatchSpec, batch_wrapper
+
+        def decorate(f: F) -> F:
+            spec = BatchSpec(
+                f,
+                namespace=self.namespace,
+                kind=kind,
+                freshness=self.freshness(kind, ttl),
+                tags=tags,
+                over=over,
+                lock=lock,
+                on_error=self._check(on_error),
+                include_self=include_self,
+            )
+            return batch_wrapper(self, spec)  # type: ignore[return-value]
+
+        return decorate
+
     def invalidates(
         self, *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec
     ) -> Callable[[F], F]:

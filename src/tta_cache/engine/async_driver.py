@@ -66,7 +66,7 @@ class AsyncDriver:
         method = step[0]
         if method == "compute":
             assert compute is not None
-            do = compute
+            do = functools.partial(compute, *step[1]) if step[1] else compute  # a batch: its ids
         elif method in CONTROL:
             return await self._control(step, compute, steps)
         else:

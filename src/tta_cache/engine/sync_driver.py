@@ -59,7 +59,7 @@ class SyncDriver:
         method = step[0]
         if method == "compute":
             assert compute is not None
-            do = compute
+            do = functools.partial(compute, *step[1]) if step[1] else compute  # a batch: its ids
         elif method in CONTROL:
             return self._control(step, compute, steps)
         else:
