@@ -130,7 +130,7 @@ class BatchSpec:
             ext = (*item_vals, item)
             named: dict[str, Any] | None = None
             tags = [NAMESPACE_TAG]
-            for (t, per, positional), text in zip(self._tags, fixed, strict=True):
+            for (t, _per, positional), text in zip(self._tags, fixed, strict=True):
                 if text is not None:
                     tags.append(text)
                 elif positional is not None:

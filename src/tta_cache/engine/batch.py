@@ -208,8 +208,9 @@ def _compute(e: Engine, b: _Batch, ids: list[int], leased: Sequence[int]) -> Flo
         if calls[i].key in doomed:  # its key was deleted while computing (I3)
             e.stats.add(skipped_stale_fills=1)
             continue
-        staged = stage_fill(e, calls[i], b.stamps.get(i), value, took=took, flight=None,
-                            usable=b.usable)
+        staged = stage_fill(
+            e, calls[i], b.stamps.get(i), value, took=took, flight=None, usable=b.usable
+        )
         if isinstance(staged, tuple):
             writes.append((calls[i].key, *staged))
     if writes or leased:

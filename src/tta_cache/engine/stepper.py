@@ -3,8 +3,9 @@
 A driver takes each step from a :class:`Stepper`, performs it (a tier method, the computation
 through the middleware chain, or a *control* step) and hands back its result or its exception.
 Control steps never go through the middleware: ``watch`` (register for the fill notice of a
-lease, or of a batch's leases), ``sleep`` (wait for it, at most the given seconds) and ``refresh`` (recompute a served
-entry in the background, waiting up to ``soft_timeout`` for it when the entry was stale).
+lease, or of a batch's leases), ``sleep`` (wait for it, at most the given seconds) and
+``refresh`` (recompute a served entry in the background, waiting up to ``soft_timeout`` for it
+when the entry was stale).
 """
 
 from __future__ import annotations

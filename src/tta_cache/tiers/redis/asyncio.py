@@ -180,8 +180,9 @@ class AsyncRedisTier(TierBase):
         with translated("MGET batch"):
             sent = batch.read_commands(keys, tag_keys, self._tag_ttl(), lease, cluster=cluster)
             got = await self._send(sent)
-            read = batch.read_of(got, len(keys), len(tag_keys), lease, self._versions_of,
-                                 cluster=cluster)
+            read = batch.read_of(
+                got, len(keys), len(tag_keys), lease, self._versions_of, cluster=cluster
+            )
             if cluster and lease is not None and (which := batch.to_lease(read, lease)):
                 sent = batch.cluster_lease_commands(lease, which)
                 read = batch.leased(read, which, await self._send(sent))
@@ -199,8 +200,9 @@ class AsyncRedisTier(TierBase):
     ) -> None:
         """See :meth:`~.sync.RedisTier.fill_many`."""
         with translated("SET batch"):
-            sent = batch.fill_commands(writes, release, token, channel, notice,
-                                       cluster=self.cluster)
+            sent = batch.fill_commands(
+                writes, release, token, channel, notice, cluster=self.cluster
+            )
             replies.raise_first(await self._send(sent))
 
     async def delete(

@@ -149,8 +149,9 @@ class RedisTier(TierBase):
         with translated("MGET batch"):
             sent = batch.read_commands(keys, tag_keys, self._tag_ttl(), lease, cluster=cluster)
             got = self._send(sent)
-            read = batch.read_of(got, len(keys), len(tag_keys), lease, self._versions_of,
-                                 cluster=cluster)
+            read = batch.read_of(
+                got, len(keys), len(tag_keys), lease, self._versions_of, cluster=cluster
+            )
             if cluster and lease is not None and (which := batch.to_lease(read, lease)):
                 sent = batch.cluster_lease_commands(lease, which)
                 read = batch.leased(read, which, self._send(sent))
@@ -168,8 +169,9 @@ class RedisTier(TierBase):
     ) -> None:
         """A batch's fill: the SETs, the release of its leases and the fill notice, one pipeline."""
         with translated("SET batch"):
-            sent = batch.fill_commands(writes, release, token, channel, notice,
-                                       cluster=self.cluster)
+            sent = batch.fill_commands(
+                writes, release, token, channel, notice, cluster=self.cluster
+            )
             replies.raise_first(self._send(sent))
 
     def delete(self, keys: Sequence[str], channel: str | None = None, message: bytes = b"") -> int:
