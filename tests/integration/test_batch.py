@@ -434,7 +434,7 @@ def test_cluster_batch_groups_ids_by_node_and_keeps_the_callers_order(
         assert seen == []
         assert trips.sent <= len(nodes)  # one pipeline per node
         load_b.invalidate("u1", ids[:3])
-        caches[0].invalidate(tags=["character:c0"])
+        caches[1].invalidate(tags=["character:c0"])  # I1: this process sees it at once
         caches[1].engine.local.clear()
         seen.clear()
         assert load_b("u1", ids) == expected(ids)

@@ -16,7 +16,9 @@ fill notice as a single-key lease wait is, paced by :meth:`Leases.pause` and bou
 ``lock_timeout`` for at most two holders; then read again, and what is still missing is computed
 here (a second call of the function, for those ids only). Entries are judged as the single-key
 read judges them, except that a batch has no background refresh: an entry past its TTL is a miss
-recomputed in the same call. A corrupt entry is a counted miss (``decode_errors``).
+recomputed in the same call. A corrupt entry is a counted miss (``decode_errors``). Under
+``lock=True`` an entry found but unusable (stale, or stamped with old versions) costs one more
+round trip, to claim its lease over it, so that it is computed in the same call as the rest.
 """
 
 from __future__ import annotations
@@ -88,19 +90,21 @@ def batch_flow(
         b.wait = e.leases.wait_for(calls[todo[0]])
         yield ("watch", (tuple(calls[i].key for i in todo),))  # before the read: no notice lost
     lead, waiting = yield from _read(e, b, todo)
+    rush = [i for i in waiting if b.force.get(i) and b.holders.get(i) is None]
+    if rush:  # there but unusable: claim their leases at once, to compute them with the rest
+        more, still = yield from _read(e, b, rush)
+        lead = sorted(lead + more)  # indexes: the caller's order
+        waiting = sorted([i for i in waiting if i not in set(rush)] + still)
     yield from _compute(e, b, lead, lead if lock else ())
-    rushed = False
     while waiting:  # lock=True: ids another process holds, after ours are filled
         assert b.wait is not None
-        if rushed or not any(b.force.get(i) and b.holders.get(i) is None for i in waiting):
-            holder = ",".join(sorted({h for i in waiting if (h := b.holders.get(i))}))
-            pause = e.leases.pause(b.wait, holder)
-            if pause is None:  # waited long enough: compute them here, unleased
-                e.stats.add(misses=len(waiting))
-                yield from _compute(e, b, waiting, ())
-                break
-            yield ("sleep", (pause,))  # woken early by a holder's fill notice
-        rushed = True  # an unusable entry's lease is claimed at once, the first time only
+        holder = ",".join(sorted({h for i in waiting if (h := b.holders.get(i))}))
+        pause = e.leases.pause(b.wait, holder)
+        if pause is None:  # waited long enough: compute them here, unleased
+            e.stats.add(misses=len(waiting))
+            yield from _compute(e, b, waiting, ())
+            break
+        yield ("sleep", (pause,))  # woken early by a holder's fill notice
         lead, waiting = yield from _read(e, b, waiting)
         yield from _compute(e, b, lead, lead)
     return b.out
