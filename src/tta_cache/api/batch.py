@@ -98,6 +98,7 @@ class BatchSpec:
             for t in spec.tag_templates
         ]
         self.reuse = spec.pure_templates
+        self._memo: dict[Any, Call] = {}
 
     def arguments(self, vals: tuple[Any, ...]) -> dict[str, Any]:
         return dict(zip(self.spec.names, vals, strict=True))
@@ -120,45 +121,69 @@ class BatchSpec:
         token: object,
         tag_key: Callable[[str], str],
     ) -> list[Call]:
-        """The engine's view of each id's entry."""
-        spec, at = self.spec, self.at
-        arguments = self.arguments(vals)
-        fixed = [None if per else t.render(arguments) for t, per, _ in self._tags]
+        """The engine's view of each id's entry. The Call of a recent (arguments, id) is kept,
+        as the single-key wrappers keep theirs: only for string templates and arguments that
+        own their L1 slot (typed: an equal value of another type misses)."""
+        at, memo = self.at, self._memo
+        rest = (*vals[:at], *vals[at + 1 :])
+        head = (rest, tuple(map(type, rest)))
+        fixed: list[str | None] | None = None
         out = []
         for item in items:
-            item_vals = (*vals[:at], item, *vals[at + 1 :])
-            ext = (*item_vals, item)
-            named: dict[str, Any] | None = None
-            tags = [NAMESPACE_TAG]
-            for (t, _per, positional), text in zip(self._tags, fixed, strict=True):
-                if text is not None:
-                    tags.append(text)
-                elif positional is not None:
-                    tags.append(positional(ext))
-                else:
-                    if named is None:
-                        named = {**self.arguments(item_vals), "item": item}
-                    tags.append(t.render(named))
-            unique = tuple(dict.fromkeys(tags))
-            key = self.key_of(vals, item)
-            check_entry(key, unique, spec.function)
-            local_key, local_types = local_identity(token, item_vals, key)
-            out.append(
-                Call(
-                    key=key,
-                    local_key=local_key,
-                    local_types=local_types,
-                    tags=unique,
-                    tag_keys=tuple(map(tag_key, unique)),
-                    freshness=spec.freshness,
-                    type_hint=self.type_hint,
-                    on_error=spec.on_error,
-                    kind=spec.kind,
-                    function=spec.function,
-                    lock=spec.lock,
-                )
-            )
+            slot = (head, item, type(item))
+            try:
+                call = memo[slot]
+            except (KeyError, TypeError):
+                if fixed is None:
+                    arguments = self.arguments(vals)
+                    fixed = [None if per else t.render(arguments) for t, per, _ in self._tags]
+                call = self._call(vals, item, fixed, token, tag_key)
+                if self.reuse and call.local_key is not call.key:
+                    if len(memo) >= 16_384:
+                        memo.clear()
+                    memo[slot] = call
+            out.append(call)
         return out
+
+    def _call(
+        self,
+        vals: tuple[Any, ...],
+        item: Any,
+        fixed: list[str | None],
+        token: object,
+        tag_key: Callable[[str], str],
+    ) -> Call:
+        spec, at = self.spec, self.at
+        item_vals = (*vals[:at], item, *vals[at + 1 :])
+        ext = (*item_vals, item)
+        named: dict[str, Any] | None = None
+        tags = [NAMESPACE_TAG]
+        for (t, _per, positional), text in zip(self._tags, fixed, strict=True):
+            if text is not None:
+                tags.append(text)
+            elif positional is not None:
+                tags.append(positional(ext))
+            else:
+                if named is None:
+                    named = {**self.arguments(item_vals), "item": item}
+                tags.append(t.render(named))
+        unique = tuple(dict.fromkeys(tags))
+        key = self.key_of(vals, item)
+        check_entry(key, unique, spec.function)
+        local_key, local_types = local_identity(token, item_vals, key)
+        return Call(
+            key=key,
+            local_key=local_key,
+            local_types=local_types,
+            tags=unique,
+            tag_keys=tuple(map(tag_key, unique)),
+            freshness=spec.freshness,
+            type_hint=self.type_hint,
+            on_error=spec.on_error,
+            kind=spec.kind,
+            function=spec.function,
+            lock=spec.lock,
+        )
 
 
 def _ids(value: Any, where: str) -> list[Any]:

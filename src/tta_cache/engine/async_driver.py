@@ -36,7 +36,7 @@ class AsyncDriver:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
 
-    async def arun(self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
+    async def arun(self, flow: Flow[T], compute: Callable[..., Awaitable[Any]] | None = None) -> T:
         """Drive ``flow`` to its end with the asyncio client of the running loop."""
         e = self.e
         chain = e.chain.acall if e.chain else None
@@ -59,7 +59,7 @@ class AsyncDriver:
     async def _perform(
         self,
         step: Step,
-        compute: Callable[[], Awaitable[Any]] | None,
+        compute: Callable[..., Awaitable[Any]] | None,
         chain: Any,
         steps: Stepper[Any],
     ) -> Any:

@@ -14,11 +14,12 @@ With ``lock=True`` the ids whose lease another process holds are waited for *aft
 filled (so two processes each waiting on the other's leases cannot stall), woken by the holder's
 fill notice as a single-key lease wait is, paced by :meth:`Leases.pause` and bounded by
 ``lock_timeout`` for at most two holders; then read again, and what is still missing is computed
-here (a second call of the function, for those ids only). Entries are judged as the single-key
-read judges them, except that a batch has no background refresh: an entry past its TTL is a miss
-recomputed in the same call. A corrupt entry is a counted miss (``decode_errors``). Under
-``lock=True`` an entry found but unusable (stale, or stamped with old versions) costs one more
-round trip, to claim its lease over it, so that it is computed in the same call as the rest.
+here (a second call of the function, for those ids only). Entries are judged as the
+single-key read judges them, except that a batch has no background refresh (no
+stale-while-revalidate, no XFetch early refresh): an entry past its TTL is a miss recomputed in
+the same call. A corrupt entry is a counted miss (``decode_errors``). Under ``lock=True`` an entry
+found but unusable (stale, or stamped with old versions) costs one more round trip, to claim its
+lease over it, so that it is computed in the same call as the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..coherence import Message
-from ..core.policy import Verdict, judge
 from ..exceptions import BackendError
 from ..tiers.redis.batch import BatchLease, ManyRead
 from .call import MISSING, Call, Flow, LeaseWait, Stamp
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["batch_flow"]
-
-_SERVED = (Verdict.FRESH, Verdict.REFRESH)
 
 
 @dataclass(slots=True)
@@ -57,6 +55,7 @@ class _Batch:
     wait: LeaseWait | None = None
     force: dict[int, bool] = field(default_factory=dict)
     holders: dict[int, str | None] = field(default_factory=dict)
+    gen: int = -1  # the tag map's gen the stamps were read at (-1: some were fetched)
 
 
 def batch_flow(
@@ -78,8 +77,13 @@ def batch_flow(
         e.stats.add(misses=len(todo))
         yield from _compute(e, b, todo, ())
         return b.out
+    b.gen = versions.gen  # the stamps below are the map's at this gen
+    known = versions._map if versions.current() else {}  # one trust check for the batch
     for i in todo:
-        b.stamps[i] = versions.snapshot(calls[i].tags)
+        try:
+            b.stamps[i] = tuple([(t, known[t]) for t in calls[i].tags])
+        except KeyError:
+            b.stamps[i] = None
     b.usable = e.redis_usable()
     if not b.usable:
         e.stats.add(misses=len(todo))
@@ -135,6 +139,7 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
         fetched = list(zip(unknown, read.versions, strict=True))
         versions.merge(fetched, epoch)
         current = dict(fetched)
+        b.gen = -1
         for i in todo:
             if stamps[i] is None:
                 stamps[i] = tuple((t, current[t]) for t in calls[i].tags)
@@ -143,6 +148,9 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
     decode = e.decode
     local = e.local.maxsize > 0
     gen = versions.gen
+    # unless a version moved since the stamps were read, or an invalidation waits for Redis
+    # (I8), no stamp is behind: the check per entry is skipped
+    moved = gen != b.gen or bool(versions.pending) or versions.pending_all
     lead: list[int] = []
     waiting: list[int] = []
     release: list[int] = []
@@ -153,17 +161,18 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
         entry = None
         if raw is not None and not (queued and call.key in queued):
             entry = decode(raw, call)
-        if entry is not None and entry.stamp == stamp and not versions.behind(stamp):
-            fr = call.freshness
-            until = entry.fresh_until
-            rnd = 1.0 - e.rng.random()
-            if judge(now, until, until + fr.stale_ttl, entry.compute_time, fr.beta, rnd) in _SERVED:
-                b.out[i] = entry.value
-                if local:
-                    e.fast.local_put(call, entry.value, stamp, until, gen)
-                if granted:  # filled between a forced read's look and its lease
-                    release.append(i)
-                continue
+        if (
+            entry is not None
+            and entry.stamp == stamp
+            and now < entry.fresh_until  # fresh (no early refresh here: see the module doc)
+            and not (moved and versions.behind(stamp))
+        ):
+            b.out[i] = entry.value
+            if local:
+                e.fast.local_put(call, entry.value, stamp, entry.fresh_until, gen)
+            if granted:  # filled between a forced read's look and its lease
+                release.append(i)
+            continue
         if lease is None or granted:
             lead.append(i)
             continue

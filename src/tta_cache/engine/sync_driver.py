@@ -35,7 +35,7 @@ class SyncDriver:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
 
-    def run(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
+    def run(self, flow: Flow[T], compute: Callable[..., Any] | None = None) -> T:
         """Drive ``flow`` to its end (through the middleware chain, if any)."""
         e = self.e
         chain = e.chain.call if e.chain else None
@@ -54,7 +54,7 @@ class SyncDriver:
                 FLOW_STATE.reset(token)
 
     def _perform(
-        self, step: Step, compute: Callable[[], Any] | None, chain: Any, steps: Stepper[Any]
+        self, step: Step, compute: Callable[..., Any] | None, chain: Any, steps: Stepper[Any]
     ) -> Any:
         method = step[0]
         if method == "compute":

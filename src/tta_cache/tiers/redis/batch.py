@@ -146,7 +146,7 @@ def fill_commands(
     """The SETs of ``writes``, then the release of the lease keys in ``release`` (if still
     ``token``'s) with the fill notice: one pipeline (in Cluster a release run per lease key,
     each publishing the notice)."""
-    sent: list[Command] = [("SET", key, payload, "PX", px) for key, payload, px in writes]
+    sent: list[Command] = [("SET", key, payload, "PX", b"%d" % px) for key, payload, px in writes]
     if release:
         for keys, _ in script_runs(release, cluster=cluster):
             sent.append(("EVALSHA", RELEASE_SHA, len(keys), *keys, token, channel, notice))

@@ -19,12 +19,19 @@ def _packed(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
     """``commands`` in RESP, one buffer: redis-py's packer splits and copies per argument, a
     quarter of a pipelined GET's cost; the arguments here are the hot commands' (a single-word
     command name, keys, bytes payloads, numbers), encoded by the connection's own encoder."""
-    encode = conn.encoder.encode
+    encoder = conn.encoder
+    encode, encoding, errors = encoder.encode, encoder.encoding, encoder.encoding_errors
     out: list[bytes] = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
         for arg in command:
-            data = arg if type(arg) is bytes else encode(arg)
+            t = type(arg)
+            if t is bytes:
+                data = arg
+            elif t is str:  # what encode() does with text, without its checks
+                data = arg.encode(encoding, errors)
+            else:
+                data = encode(arg)
             out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return [b"".join(out)]
 
