@@ -463,3 +463,15 @@ def test_the_batch_loading_example_runs(redis_url: str) -> None:
     assert "queries: [['keeper', 'gull', 'nobody'], ['ferryman', 'guide'], ['keeper']]" in (
         done.stdout
     )
+
+
+def test_the_usage_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "usage.md").read_text()
+    start = text.index("## Batch loaders\n\n```python\n") + len("## Batch loaders\n\n```python\n")
+    exec(compile(text[start : text.index("```", start)], "usage.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == [
+        "query ['keeper', 'gull']",
+        "query ['guide', 'nobody']",
+        "query ['keeper', 'gull']",
+    ]
