@@ -444,6 +444,33 @@ def test_cluster_batch_groups_ids_by_node_and_keeps_the_callers_order(
             cache.close()
 
 
+# ---------------------------------------------------------------------- middleware
+
+
+def test_middleware_sees_the_batch_steps(make: MakeCache) -> None:
+    from tta_cache.observability import BaseMiddleware, Operation
+
+    class Recorder(BaseMiddleware):
+        def __init__(self) -> None:
+            self.ops: list[Operation] = []
+
+        def __call__(self, op: Operation, call_next: Callable[[], Any], /) -> Any:
+            self.ops.append(op)
+            return call_next()
+
+    recorder = Recorder()
+    cache = make(middleware=[recorder], telemetry=False)
+    assert cache.wait_ready(WAIT)
+    load = loader(cache, [])
+    load("u1", ["c1", "c2", "c3"])
+    shapes = [(op.name, op.command, op.batch_size, op.kind) for op in recorder.ops]
+    assert shapes == [
+        ("read_many", "PIPELINE MGET", 3, "character"),
+        ("compute", "", 0, "character"),
+        ("fill_many", "PIPELINE SET", 3, "character"),
+    ]
+
+
 # ---------------------------------------------------------------------- the example
 
 
