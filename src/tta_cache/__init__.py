@@ -22,6 +22,7 @@ from .api import module_cached_session as cached_session
 from .api import module_invalidates as invalidates
 from .codec import Codec, Entry, Serializer, get_serializer, register_serializer
 from .core.policy import BreakerState, CircuitBreaker, Freshness
+from .engine import CurrentEntry, current_entry
 from .exceptions import (
     BackendError,
     BackendTimeout,
@@ -48,6 +49,7 @@ __all__ = [
     "Codec",
     "ComputeTimeout",
     "ConfigurationError",
+    "CurrentEntry",
     "DecodeError",
     "Entry",
     "Freshness",
@@ -60,6 +62,7 @@ __all__ = [
     "cached_many",
     "cached_session",
     "configure",
+    "current_entry",
     "default_cache",
     "get_serializer",
     "invalidates",

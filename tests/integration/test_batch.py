@@ -444,6 +444,65 @@ def test_cluster_batch_groups_ids_by_node_and_keeps_the_callers_order(
             cache.close()
 
 
+# ---------------------------------------------------------------------- choosing what is cached
+
+
+def _judged(ids: list[str]) -> dict[str, str | None]:
+    return {
+        c: None if c.startswith("none") else c.upper() if c.startswith("draft") else c for c in ids
+    }
+
+
+def test_cache_if_and_none_ttl_judge_each_id(make: MakeCache, admin: redis.Redis) -> None:
+    cache = make(local_maxsize=0)
+    seen: list[list[str]] = []
+    entries: list[object] = []
+
+    @cache.cached_many(over="ids", tags=TAGS, cache_if=lambda v: v is None or not v.isupper())
+    def drafts(user_id: str, ids: list[str]) -> dict[str, str | None]:
+        seen.append(list(ids))
+        entries.append(tc.current_entry())  # one computation of many entries: no entry handle
+        return _judged(ids)
+
+    @cache.cached_many(over="ids", tags=TAGS, none_ttl=0)
+    def nones(user_id: str, ids: list[str]) -> dict[str, str | None]:
+        seen.append(list(ids))
+        return _judged(ids)
+
+    ids = ["a", "draft1", "none1"]
+    assert drafts("u1", ids) == {"a": "a", "draft1": "DRAFT1", "none1": None}
+    assert entries == [None]
+    assert [admin.exists(drafts.cache_key("u1", c)) for c in ids] == [1, 0, 1]
+    seen.clear()
+    assert drafts("u1", ids) == {"a": "a", "draft1": "DRAFT1", "none1": None}
+    assert seen == [["draft1"]]  # refused by cache_if: computed again, the others served
+    assert nones("u1", ids) == {"a": "a", "draft1": "DRAFT1", "none1": None}
+    assert [admin.exists(nones.cache_key("u1", c)) for c in ids] == [1, 1, 0]
+    seen.clear()
+    nones("u1", ids)
+    assert seen == [["none1"]]  # none_ttl=0: a None is never kept
+    assert cache.stats()["not_cached"]["refused"] >= 2
+
+
+async def test_async_none_ttl_keeps_a_none_for_its_own_ttl(
+    amake: MakeCache, admin: redis.Redis
+) -> None:
+    cache = amake()
+    seen: list[list[str]] = []
+
+    @cache.cached_many(over="ids", tags=TAGS, ttl=600, none_ttl=30)
+    async def load(user_id: str, ids: list[str]) -> dict[str, str | None]:
+        seen.append(list(ids))
+        return _judged(ids)
+
+    assert await load("u1", ["a", "none1"]) == {"a": "a", "none1": None}
+    kept = admin.pttl(load.cache_key("u1", "none1"))
+    assert 0 < kept <= 40_000 < admin.pttl(load.cache_key("u1", "a"))  # 30 s, jittered
+    cache.engine.local.clear()
+    assert await load("u1", ["none1", "a"]) == {"none1": None, "a": "a"}
+    assert seen == [["a", "none1"]]  # both served from Redis, the None included
+
+
 # ---------------------------------------------------------------------- middleware
 
 

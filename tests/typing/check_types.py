@@ -77,6 +77,15 @@ def check_sync() -> None:
     load_user("u1", nope=1)  # type: ignore[call-arg]
     load_character("s1")  # type: ignore[call-arg]
     load_user.invalidate(user_id=3)  # type: ignore[arg-type]
+    assert_type(load_user.refresh("u1"), dict[str, int])
+    assert_type(load_user.set({"a": 1}, "u1", depth=2), None)
+    load_user.refresh(1)  # type: ignore[arg-type]
+    load_user.set({}, 1)  # type: ignore[arg-type]
+    entry = tc.current_entry()
+    if entry is not None:
+        entry.ttl = 5
+        entry.add_tags("doc:1")
+        entry.skip()
 
 
 async def check_async() -> None:
@@ -88,6 +97,11 @@ async def check_async() -> None:
     assert_type(aload_user.invalidate("u1"), Awaitable[None])
     await aload_user.invalidate("u1")
     assert_type(aload_user.cache_key("u1", depth=3), str)
+    assert_type(await aload_user.refresh("u1"), dict[str, int])
+    assert_type(aload_user.set({"a": 1}, "u1"), Awaitable[None])
+    entry = tc.current_entry()
+    if entry is not None:
+        await entry.aadd_tags("doc:1")
     assert_type(await asave_user("u1", 1), bool)
     await aload_user("u1", 2)  # type: ignore[call-arg]
     await aload_context(1)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.keys import NAMESPACE_TAG, check_entry, encode_args, hash_tag
 from ..core.policy import Freshness
@@ -26,7 +26,9 @@ from .spec import Spec, TagSpec, local_identity
 if TYPE_CHECKING:
     from .cache import Cache
 
-__all__ = ["BatchSpec", "batch_wrapper"]
+__all__ = ["BatchSpec", "batch_decorator", "batch_wrapper"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _value_hint(func: Callable[..., Any]) -> Any:
@@ -57,6 +59,8 @@ class BatchSpec:
         lock: bool,
         on_error: str,
         include_self: bool = False,
+        cache_if: Callable[[Any], object] | None = None,
+        none_ttl: float | None = None,
     ) -> None:
         spec: Spec[Any] = Spec(
             func,
@@ -68,6 +72,8 @@ class BatchSpec:
             lock=lock,
             on_error=on_error,
             include_self=include_self,
+            cache_if=cache_if,
+            none_ttl=none_ttl,
             extra_names=("item",),
         )
         self.spec = spec
@@ -183,7 +189,44 @@ class BatchSpec:
             kind=spec.kind,
             function=spec.function,
             lock=spec.lock,
+            policy=spec.policy,  # cache_if / none_ttl, per entry
         )
+
+
+def batch_decorator(
+    cache: Cache,
+    *,
+    kind: str = "default",
+    over: str | None = None,
+    tags: Sequence[TagSpec] = (),
+    ttl: float | None = None,
+    lock: bool = False,
+    on_error: str | None = None,
+    include_self: bool = False,
+    cache_if: Callable[[Any], object] | None = None,
+    none_ttl: float | None = None,
+) -> Callable[[F], F]:
+    """``cache.cached_many(...)``: ``over`` names the ids' parameter (default: the first),
+    ``{item}`` in a template is one id, ``cache_if``/``none_ttl`` judge each id's value; the
+    rest as :meth:`Cache.cached`. Checked when decorating (``ConfigurationError``)."""
+
+    def decorate(f: F) -> F:
+        spec = BatchSpec(
+            f,
+            namespace=cache.namespace,
+            kind=kind,
+            freshness=cache.freshness(kind, ttl),
+            tags=tags,
+            over=over,
+            lock=lock,
+            on_error=cache._check(on_error),
+            include_self=include_self,
+            cache_if=cache_if,
+            none_ttl=none_ttl,
+        )
+        return batch_wrapper(cache, spec)  # type: ignore[return-value]
+
+    return decorate
 
 
 def _ids(value: Any, where: str) -> list[Any]:

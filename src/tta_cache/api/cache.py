@@ -215,6 +215,8 @@ class Cache(RawAccess):
         include_self: bool = False,
         soft_timeout: float | None = None,
         hard_timeout: float | None = None,
+        cache_if: Callable[[Any], object] | None = None,
+        none_ttl: float | None = None,
     ) -> _Decorator: ...
     def cached(
         self,
@@ -231,6 +233,8 @@ class Cache(RawAccess):
         include_self: bool = False,
         soft_timeout: float | None = None,
         hard_timeout: float | None = None,
+        cache_if: Callable[[Any], object] | None = None,
+        none_ttl: float | None = None,
     ) -> Any:
         """Cache a function's results: L1, then Redis, then the function (sync or async).
 
@@ -238,6 +242,10 @@ class Cache(RawAccess):
         part of the key; ``lock=True`` adds a Redis lease so a cold key computes once across
         processes. Templates are checked against the signature now, not at the first call.
         ``stale_ttl``, ``soft_timeout`` and ``hard_timeout`` override the cache's for this function.
+        ``cache_if=pred`` stores a result only when ``pred(result)`` is true (a predicate that
+        raises stores nothing, counted); ``none_ttl=s`` keeps a None result ``s`` seconds (0:
+        never; default: like any other value). Inside the computation,
+        :func:`tta_cache.current_entry` sets this entry's TTL, skips it or adds tags.
         """
         fresh_overrides = {} if stale_ttl is None else {"stale_ttl": stale_ttl}
         soft, hard = timeouts(
@@ -258,6 +266,8 @@ class Cache(RawAccess):
                 include_self=include_self,
                 soft_timeout=soft,
                 hard_timeout=hard,
+                cache_if=cache_if,
+                none_ttl=none_ttl,
             )
             return cached_wrapper(self, spec)
 
@@ -279,37 +289,13 @@ class Cache(RawAccess):
 
         return decorate(func) if func is not None else decorate
 
-    def cached_many(
-        self,
-        *,
-        kind: str = "default",
-        over: str | None = None,
-        tags: Sequence[TagSpec] = (),
-        ttl: float | None = None,
-        lock: bool = False,
-        on_error: str | None = None,
-        include_self: bool = False,
-    ) -> Callable[[F], F]:
-        """A batch loader: ``f(user_id, ids) -> {id: value}``, each id its own entry (under
-        ``f.cache_key(user_id, id)``); ``over`` names the ids' parameter (default: the first),
-        ``{item}`` in a template is one id. See docs/usage.md "Batch loaders"."""
-        from .batch import BatchSpec, batch_wrapper
+    def cached_many(self, **options: Any) -> Callable[[F], F]:
+        """A batch loader, ``f(user_id, ids) -> {id: value}`` with each id its own entry:
+        ``kind=, over=, tags=, ttl=, lock=, on_error=, include_self=, cache_if=, none_ttl=``
+        (see :func:`.batch.batch_decorator` and docs/usage.md "Batch loaders")."""
+        from .batch import batch_decorator
 
-        def decorate(f: F) -> F:
-            spec = BatchSpec(
-                f,
-                namespace=self.namespace,
-                kind=kind,
-                freshness=self.freshness(kind, ttl),
-                tags=tags,
-                over=over,
-                lock=lock,
-                on_error=self._check(on_error),
-                include_self=include_self,
-            )
-            return batch_wrapper(self, spec)  # type: ignore[return-value]
-
-        return decorate
+        return batch_decorator(self, **options)
 
     def invalidates(
         self, *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec

@@ -73,6 +73,8 @@ def module_cached(func: Callable[..., Any] | None = None, /, **options: Any) -> 
             key=options.get("key"),
             lock=False,
             on_error="ignore",
+            cache_if=options.get("cache_if"),
+            none_ttl=options.get("none_ttl"),
         )
         return lazy(default_cache, lambda c: c.cached(**options)(f), f)
 
@@ -94,6 +96,8 @@ def module_cached_many(**options: Any) -> Callable[[F], F]:
             lock=False,
             on_error="ignore",
             include_self=options.get("include_self", False),
+            cache_if=options.get("cache_if"),
+            none_ttl=options.get("none_ttl"),
         )
         return lazy(default_cache, lambda c: c.cached_many(**options)(f), f)  # type: ignore[return-value]
 

@@ -39,9 +39,11 @@ class RawCalls:
         type_hint: Any = None,
     ) -> Call:
         plain = not tags and ttl is None
-        if plain:
-            with contextlib.suppress(KeyError, TypeError):
+        if plain:  # try/except, not contextlib.suppress: this runs once per key of a get_many
+            try:
                 return self._gets[(key, type_hint, kind)]
+            except (KeyError, TypeError):
+                pass
         engine = self.engine
         redis_key = engine.raw_key(key)
         all_tags = tuple(dict.fromkeys((NAMESPACE_TAG, *tags)))

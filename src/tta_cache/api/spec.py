@@ -25,7 +25,7 @@ from ..core.keys import (
     hash_tag,
 )
 from ..core.policy import Freshness
-from ..engine import Call
+from ..engine import Call, FillPolicy
 from ..exceptions import ConfigurationError
 
 __all__ = ["Spec", "TagSpec", "local_identity"]
@@ -59,6 +59,8 @@ class Spec(Generic[R]):
         include_self: bool = False,
         soft_timeout: float = 0.0,
         hard_timeout: float | None = None,
+        cache_if: Callable[[Any], object] | None = None,
+        none_ttl: float | None = None,
         extra_names: Sequence[str] = (),
     ) -> None:
         check_name("kind", kind)
@@ -88,6 +90,7 @@ class Spec(Generic[R]):
         )
         self.kind = kind
         self.freshness = freshness
+        self.policy = FillPolicy.of(cache_if, none_ttl, freshness, where)
         self.lock = lock
         self.soft_timeout = soft_timeout
         self.hard_timeout = hard_timeout
@@ -192,6 +195,7 @@ class Spec(Generic[R]):
             lock=self.lock,
             soft_timeout=self.soft_timeout,
             hard_timeout=self.hard_timeout,
+            policy=self.policy,
         )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ..core.keys import Template, check_name, escape, function_id
 from ..engine import MISSING, Call
 from ..exceptions import TemplateError
+from .control import controls
 from .spec import Spec, TagSpec
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class CachedFunction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> None: ...
 
 
 class AsyncCachedFunction(Protocol[P, R_co]):
@@ -56,6 +59,8 @@ class AsyncCachedFunction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[None]: ...
 
 
 def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
@@ -75,6 +80,8 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     tag_key = engine.tag_key
     lookup = engine.local_lookup
     engine.note_ttl(spec.freshness)
+    if spec.policy is not None and spec.policy.none_freshness is not None:
+        engine.note_ttl(spec.policy.none_freshness)
 
     l1 = local.maxsize > 0
     # The Call of a recent argument tuple is kept (building one renders templates and encodes the
@@ -178,6 +185,7 @@ def cached_wrapper(cache: Cache, spec: Spec[Any]) -> Callable[..., Any]:
     functools.update_wrapper(wrapper, func)
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.cache_key = cache_key  # type: ignore[attr-defined]
+    wrapper.refresh, wrapper.set = controls(engine, spec, token)  # type: ignore[attr-defined]
     wrapper.cache = cache  # type: ignore[attr-defined]
     wrapper.uncached = func  # type: ignore[attr-defined]
     return wrapper
@@ -212,6 +220,8 @@ def lazy(
     functools.update_wrapper(wrapper, func)
     wrapper.invalidate = lambda *a, **k: bound().invalidate(*a, **k)  # type: ignore[attr-defined]
     wrapper.cache_key = lambda *a, **k: bound().cache_key(*a, **k)  # type: ignore[attr-defined]
+    wrapper.refresh = lambda *a, **k: bound().refresh(*a, **k)  # type: ignore[attr-defined]
+    wrapper.set = lambda *a, **k: bound().set(*a, **k)  # type: ignore[attr-defined]
     wrapper.uncached = func  # type: ignore[attr-defined]
     return wrapper
 

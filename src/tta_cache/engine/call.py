@@ -12,10 +12,13 @@ import asyncio
 import threading
 from collections.abc import Generator, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.policy import Freshness
 from ..tiers import Lease, Read
+
+if TYPE_CHECKING:
+    from .entry import FillPolicy
 
 __all__ = [
     "MISSING",
@@ -61,6 +64,7 @@ class Call:
     any_kind: bool = False  # a raw read that named no kind: an encrypted entry's own kind is taken
     soft_timeout: float = 0.0  # with a stale entry: wait this long for its refresh, then serve it
     hard_timeout: float | None = None  # the function's bound: ComputeTimeout past it
+    policy: FillPolicy | None = None  # cache_if / none_ttl (``entry.py``); None: store every result
 
 
 class Flight:

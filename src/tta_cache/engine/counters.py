@@ -26,6 +26,10 @@ NAMES = (
     "transaction_fills_skipped",
     "invalidations_announced",
     "invalidations_adopted",
+    "entries_skipped",
+    "cache_if_refused",
+    "cache_if_errors",
+    "nones_not_kept",
 )
 
 

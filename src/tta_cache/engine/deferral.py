@@ -23,7 +23,6 @@ data did not change), and the held tags become servable again as they were.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..coherence import TagVersions
 from .call import Call, Flow
 from .counters import Counters
+from .entry import compute_step
 from .fork import reinit
 from .raw import send_flow
 
@@ -219,9 +219,8 @@ def private_flow(e: Engine, call: Call) -> Flow[Any]:
     """A miss inside a transaction that has written: computed for this caller only, stored
     nowhere (it may have read rows that are not committed, or never will be)."""
     e.stats.miss()
-    started = time.perf_counter()
-    value = yield ("compute", (), call)
-    e.stats.computed(time.perf_counter() - started)
+    value, _, took = yield from compute_step(e, call, None)  # its own current_entry(), unused
+    e.stats.computed(took)
     e.counters.add(transaction_fills_skipped=1)
     return value
 

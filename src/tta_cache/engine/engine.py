@@ -52,6 +52,7 @@ from .bounds import Bounds
 from .call import Call, Flow, Step
 from .counters import Counters
 from .deferral import Deferral, Holds, transaction_stats
+from .entry import entry_stats
 from .fast import FastPath
 from .flights import Flights
 from .leases import Leases
@@ -338,6 +339,7 @@ class Engine:
             "compute_timeouts": c["compute_timeouts"],
             "failovers": c["failovers"],
             "transactions": transaction_stats(c),
+            "not_cached": entry_stats(c),  # by choice: cache_if, none_ttl, entry.skip()
             # Cluster: invalidations Redis did not take, announced to / adopted from others.
             "adopted_invalidations": {
                 "announced": c["invalidations_announced"],

@@ -126,7 +126,7 @@ class FastPath:
             # An undecodable entry (already counted) goes on as an absent one: the flow must not
             # decode and count it again.
             return MISSING, Read(raw if value is MISSING else None, None)
-        e.stats.fast_hit(took, time.perf_counter() - started)
+        e.stats.fast_hit(took, time.perf_counter() - started, call.kind)
         return value, None
 
     def _hit(self, call: Call, raw: bytes | None, stamp: Stamp) -> Any:
@@ -138,7 +138,10 @@ class FastPath:
         if entry is None:
             return _UNDECODABLE
         versions = self.versions
-        if entry is None or entry.stamp != stamp or versions.behind(stamp):
+        found = entry.stamp
+        if found != stamp and not _added_known(found, stamp, versions._map):
+            return MISSING  # stale, or tags added by its computation this map does not know
+        if versions.behind(found):
             return MISSING
         fr = call.freshness
         rnd = 1.0 - self.e.rng.random()
@@ -154,6 +157,15 @@ class FastPath:
             return MISSING  # stale, early refresh or gone: the full flow decides
         if self.local.maxsize:
             gen = versions.gen
-            if not versions.behind(stamp):
-                self.local_put(call, entry.value, stamp, entry.fresh_until, gen)
+            if not versions.behind(found):
+                self.local_put(call, entry.value, found, entry.fresh_until, gen)
         return entry.value
+
+
+def _added_known(found: Stamp, stamp: Stamp, current: dict[str, int]) -> bool:
+    """Whether ``found`` is ``stamp`` then tags a computation added (``entry.py``), each at the
+    version the (trusted) tag map holds."""
+    n = len(stamp)
+    if len(found) <= n or found[:n] != stamp:
+        return False
+    return all(current.get(t) == v for t, v in found[n:])

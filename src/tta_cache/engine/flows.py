@@ -14,7 +14,6 @@ policy (I4) in one place.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..codec import Entry
@@ -23,11 +22,12 @@ from ..core.policy import Verdict, expiries, judge, redis_ttl_ms
 from ..exceptions import BackendError
 from ..tiers import Lease, Read
 from .call import MISSING, READ_FAILED, Call, Flight, Flow, LeaseWait, Loaded, Stamp
+from .entry import CurrentEntry, added_current, compute_step, plan_fill
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["lead_flow", "lease_wait", "load_flow", "stage_fill"]
+__all__ = ["lead_flow", "lease_wait", "load_flow", "stage_fill", "stage_store"]
 
 
 def lease_wait(e: Engine, call: Call) -> LeaseWait | None:
@@ -44,10 +44,8 @@ def lead_flow(e: Engine, call: Call, flight: Flight, read: Read | None) -> Flow[
     if wait is None:
         stamp = _plain_miss_stamp(e, call, flight, read)
         if stamp is not None:  # nothing in Redis at all: compute and fill, nothing more to decide
-            started = time.perf_counter()
-            value = yield ("compute", (), call)
-            took = time.perf_counter() - started
-            staged = stage_fill(e, call, stamp, value, took=took, flight=flight)
+            value, control, took = yield from compute_step(e, call, flight)
+            staged = stage_fill(e, call, stamp, value, took=took, flight=flight, entry=control)
             if isinstance(staged, tuple):
                 try:
                     yield ("write", (call.key, *staged), call)
@@ -67,7 +65,7 @@ def lead_flow(e: Engine, call: Call, flight: Flight, read: Read | None) -> Flow[
         if fresh is not MISSING:
             return fresh
     if loaded.stale:
-        e.stats.add(stale_served=1)
+        e.stats.stale(call.kind)
     return loaded.value
 
 
@@ -79,7 +77,7 @@ def _plain_miss_stamp(e: Engine, call: Call, flight: Flight, read: Read | None) 
     stamp = e.versions.snapshot(call.tags)
     if stamp is not None:
         flight.stamp = stamp
-        e.stats.redis_miss()
+        e.stats.redis_miss(call.kind)
         e.stats.miss()
     return stamp
 
@@ -148,7 +146,13 @@ def load_flow(
             verdict = Verdict.EXPIRED
             if read.raw is not None and call.key not in e.holds.keys:
                 entry = e.decode(read.raw, call)
-                if entry is not None and entry.stamp == stamp and not versions.behind(stamp):
+                if entry is None:
+                    current = False
+                elif entry.stamp == stamp:
+                    current = not versions.behind(stamp)
+                else:  # tags added by the computation that filled it (``entry.py``)
+                    current = yield from added_current(e, entry.stamp, stamp, call.on_error)
+                if current and entry is not None:
                     fr = call.freshness
                     verdict = judge(
                         now,
@@ -166,16 +170,16 @@ def load_flow(
                     yield from _release(e, call, lease)
                 if refresh:
                     return Loaded(entry.value, entry.created)
-                e.stats.redis_hit()
+                e.stats.redis_hit(call.kind)
                 if verdict is Verdict.STALE:
                     due = e.refresher.due(call.key, now)
                     return Loaded(entry.value, entry.created, refresh=due, stale=True)
                 gen = versions.gen
-                if stamp is not None and not versions.behind(stamp):
-                    e.fast.local_put(call, entry.value, stamp, entry.fresh_until, gen)
+                if stamp is not None and not versions.behind(entry.stamp):
+                    e.fast.local_put(call, entry.value, entry.stamp, entry.fresh_until, gen)
                 return Loaded(entry.value, entry.created, refresh=verdict is Verdict.REFRESH)
             if not refresh:
-                e.stats.redis_miss()
+                e.stats.redis_miss(call.kind)
             if wait is not None and not granted:
                 if refresh:
                     return Loaded()  # another process is refreshing it
@@ -194,9 +198,8 @@ def load_flow(
         return Loaded()  # nothing to refresh into
     if not refresh:
         e.stats.miss()
-    started = time.perf_counter()
     try:
-        value = yield ("compute", (), call)
+        value, control, took = yield from compute_step(e, call, flight)
     except Exception as exc:
         if granted:  # waiters learn at once and compute themselves
             yield from _release(e, call, lease)
@@ -204,10 +207,11 @@ def load_flow(
             raise
         e.refresher.failed(call, exc)
         return Loaded()
-    took = time.perf_counter() - started
     if refresh:
         e.counters.add(refreshes=1)
-    staged = stage_fill(e, call, stamp, value, took=took, flight=flight, usable=usable)
+    staged = stage_fill(
+        e, call, stamp, value, took=took, flight=flight, usable=usable, entry=control
+    )
     if staged is False:
         if granted:  # not written, but waiters must read again (and compute)
             yield from _release(e, call, lease)
@@ -236,27 +240,51 @@ def stage_fill(
     took: float,
     flight: Flight | None,
     usable: bool = True,
+    entry: CurrentEntry | None = None,
 ) -> tuple[bytes, int] | bool:
-    """After a computation: count it, fill L1, and encode the Redis fill.
-
-    False: not cached (versions unknowable while Redis is down, invalidated while computing:
-    I3, computed inside a database transaction that has written, or its envelope over
-    ``max_value_bytes``); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
-    """
+    """After a computation: count it, fill L1, and encode the Redis fill (:func:`stage_store`)."""
     e.stats.computed(took)
     e.refresher.recovered(call.key)
+    return stage_store(e, call, stamp, value, flight=flight, usable=usable, entry=entry, took=took)
+
+
+def stage_store(
+    e: Engine,
+    call: Call,
+    stamp: Stamp | None,
+    value: Any,
+    *,
+    flight: Flight | None,
+    usable: bool = True,
+    entry: CurrentEntry | None = None,
+    took: float = 0.0,
+    predicate: bool = True,
+) -> tuple[bytes, int] | bool:
+    """Whether and what to cache of ``value``: fill L1 and encode the Redis fill.
+
+    False: not cached (versions unknowable while Redis is down, invalidated while computing:
+    I3, computed inside a database transaction that has written, refused by ``cache_if``
+    (with ``predicate``), ``none_ttl`` or ``entry.skip()``, or its envelope over
+    ``max_value_bytes``); True: cached in L1 only (Redis not usable); else ``(payload, px)``.
+    """
     if stamp is None:  # versions unknowable (Redis down): never cache a tagged value blind
         return False
     if e.deferral.writing():  # it may have read rows not committed yet (``deferral.py``)
         e.counters.add(transaction_fills_skipped=1)
         return False
+    freshness = call.freshness
+    if call.policy is not None or (entry is not None and entry.touched):
+        planned = plan_fill(e, call, stamp, value, entry, predicate=predicate)
+        if planned is None:
+            return False
+        freshness, stamp = planned
     versions = e.versions
     gen = versions.gen
     if versions.behind(stamp) or (flight is not None and flight.doomed):
         e.stats.add(skipped_stale_fills=1)  # invalidated while computing (I3)
         return False
     written = e.clock()
-    fresh_until, hard_until = expiries(written, call.freshness, e.rng.random())
+    fresh_until, hard_until = expiries(written, freshness, e.rng.random())
     if not (usable and e.redis_usable()):
         e.fast.local_put(call, value, stamp, fresh_until, gen)
         return True

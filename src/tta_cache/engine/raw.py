@@ -68,7 +68,7 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
         except BackendError as exc:
             e.fail(exc, on_error, "versions")
     now = e.clock()
-    hits = 0
+    hits: list[int] = []
     pending = versions.pending
     blocked_all = versions.pending_all
     gen = versions.gen
@@ -80,11 +80,13 @@ def get_flow(e: Engine, calls: Sequence[Call], on_error: str) -> Flow[list[Any]]
                 break
         else:
             out[i] = entry.value
-            hits += 1
+            hits.append(i)
             if l1 and trusted:
                 e.fast.local_put(calls[i], entry.value, entry.stamp, entry.fresh_until, gen)
-    missed = len(todo) - hits
-    e.stats.add(redis_hits=hits, redis_misses=missed, misses=missed)
+    served = set(hits)
+    e.stats.redis_results(
+        (calls[i].kind for i in hits), (calls[i].kind for i in todo if i not in served)
+    )
     return out
 
 

@@ -5,8 +5,8 @@ from the same counters, so the two never disagree):
 
 ================================  ============  ==============================================
 ``cache.requests``                counter       ``cache.tier`` local|redis, ``cache.result``
-                                                hit|miss|stale, ``cache.kind`` (``*``: the
-                                                counters are not kept per kind)
+                                                hit|miss|stale, ``cache.kind`` (the
+                                                Redis tier per kind; L1: ``*``)
 ``db.client.operation.duration``  histogram, s  the span's ``db.*``/``server.*`` attributes,
                                                 ``error.type`` on failure
 ``cache.compute.duration``        histogram, s  ``cache.kind``, ``code.function.name``,

@@ -190,23 +190,24 @@ class Telemetry(BaseMiddleware):
     def requests(self) -> Iterator[tuple[AttrKey, int]]:
         """``cache.requests`` figures: L1 from the local tier, L2 from the stats counters."""
         local, stats = self.engine.local, self.engine.stats
-        figures = [
-            ("local", "hit", local.hits),
-            ("local", "miss", local.misses),
+        figures = [  # L1 hits are counted on the hit path, not per kind
+            ("local", "hit", local.hits, "*"),
+            ("local", "miss", local.misses, "*"),
         ]
         if self.engine.redis is not None:
-            figures += [
-                ("redis", "hit", stats.redis_hits),
-                ("redis", "miss", stats.redis_misses),
-                ("redis", "stale", stats.stale_served),
-            ]
-        for tier, result, value in figures:
+            for kind, (hits, misses, stale) in stats.kinds().items():
+                figures += [
+                    ("redis", "hit", hits, kind),
+                    ("redis", "miss", misses, kind),
+                    ("redis", "stale", stale, kind),
+                ]
+        for tier, result, value, kind in figures:
             yield (
                 (
                     ("cache.name", self.namespace),
                     ("cache.tier", tier),
                     ("cache.result", result),
-                    ("cache.kind", "*"),
+                    ("cache.kind", kind),
                 ),
                 value,
             )

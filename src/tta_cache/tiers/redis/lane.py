@@ -15,25 +15,47 @@ import redis
 __all__ = ["AsyncLane", "Lane"]
 
 
-def _packed(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
+def _packed_py(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
     """``commands`` in RESP, one buffer: redis-py's packer splits and copies per argument, a
     quarter of a pipelined GET's cost; the arguments here are the hot commands' (a single-word
-    command name, keys, bytes payloads, numbers), encoded by the connection's own encoder."""
+    command name, keys, bytes payloads, numbers). ``str`` is encoded here as the connection's
+    encoder would, without its per-argument checks: calling the encoder per key was two thirds of
+    a 100-key MGET's packing."""
     encoder = conn.encoder
     encode, encoding, errors = encoder.encode, encoder.encoding, encoder.encoding_errors
     out: list[bytes] = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
         for arg in command:
-            t = type(arg)
-            if t is bytes:
-                data = arg
-            elif t is str:  # what encode() does with text, without its checks
+            kind = type(arg)
+            if kind is str:
                 data = arg.encode(encoding, errors)
+            elif kind is bytes:
+                data = arg
             else:
                 data = encode(arg)
             out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return [b"".join(out)]
+
+
+def _packed_hiredis(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
+    """:func:`_packed_py` in C (hiredis, the ``fast`` extra): 17 us for a 100-key MGET against
+    61 us; the same bytes for the same arguments (str, bytes, int, float). hiredis encodes text
+    as strict UTF-8, redis-py's default; a connection configured otherwise is packed in Python."""
+    encoder = conn.encoder
+    if encoder.encoding != "utf-8" or encoder.encoding_errors != "strict":
+        return _packed_py(conn, commands)
+    if len(commands) == 1:
+        return [_pack_command(commands[0])]
+    return [b"".join(map(_pack_command, commands))]
+
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is in the fast and test extras
+    _packed = _packed_py
+else:
+    _packed = _packed_hiredis
 
 
 class Lane:
