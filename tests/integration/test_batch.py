@@ -141,6 +141,7 @@ def test_warm_batch_with_versions_known_is_one_mget(make: MakeCache, admin: redi
     assert {k: v for k, v in trips.commands.items() if k != "get"} == {"mget": 1}
     stats = reader.stats()
     assert stats["redis"]["hits"] >= 100
+    assert stats["redis"]["by_kind"]["character"]["hits"] == stats["redis"]["hits"]
 
 
 async def test_async_batch_reads_in_one_round_trip_and_computes_the_rest_once(

@@ -184,7 +184,8 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
     if lease is not None and lead:
         e.counters.add(leases_granted=len(lead))
     served = len(todo) - len(lead) - len(waiting)
-    e.stats.add(redis_hits=served, redis_misses=len(lead), misses=len(lead))
+    kind = calls[todo[0]].kind  # per kind, too (a miss is a miss overall)
+    e.stats.redis_results((kind,) * served, (kind,) * len(lead))
     if release:
         yield from _fill(e, b, [], release)
     return lead, waiting
