@@ -90,7 +90,7 @@ def batch_flow(
         yield from _compute(e, b, todo, ())
         return b.out
     e.link.ensure()
-    if lock:
+    if lock and not e.deferral.writing():  # a transaction that has written stores nothing
         b.wait = e.leases.wait_for(calls[todo[0]])
         yield ("watch", (tuple(calls[i].key for i in todo),))  # before the read: no notice lost
     lead, waiting = yield from _read(e, b, todo)
@@ -99,7 +99,7 @@ def batch_flow(
         more, still = yield from _read(e, b, rush)
         lead = sorted(lead + more)  # indexes: the caller's order
         waiting = sorted([i for i in waiting if i not in set(rush)] + still)
-    yield from _compute(e, b, lead, lead if lock else ())
+    yield from _compute(e, b, lead, lead if b.wait is not None else ())
     while waiting:  # lock=True: ids another process holds, after ours are filled
         assert b.wait is not None
         holder = ",".join(sorted({h for i in waiting if (h := b.holders.get(i))}))
