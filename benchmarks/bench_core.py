@@ -10,7 +10,8 @@
 6. typed L2 hit (a ``SessionState``, L1 off) vs raw GET + a msgspec ``Decoder(SessionState)``
    built once, and the decode alone: ``Codec.decode`` of the envelope vs that decoder on its
    JSON (both report-only)
-7. encrypted L2 hit (an ``EmotionalState``, L1 off, AES-256-GCM) vs the same hit of a cache
+7. ``cached_many`` of 100 ids, all cached / none cached (``bench_batch.py``)
+8. encrypted L2 hit (an ``EmotionalState``, L1 off, AES-256-GCM) vs the same hit of a cache
    without encryption keys, and the decode alone, encrypted vs not (report-only; the added
    microseconds are printed under the table: the goal is at most 10)
 
@@ -45,6 +46,7 @@ import tta_cache as tc
 from tta_cache.tiers import RedisConfig, make_sync_client
 from tta_cache.tta import EmotionalState, EmotionalStateType, SessionState, SessionStatus
 
+from . import bench_batch
 from ._harness import (
     AsyncRunner,
     Row,
@@ -597,6 +599,12 @@ def run(quick: bool = False, only: str | None = None) -> list[Row]:
             if wanted(f"get_many({MANY}) (sync, L1 off)"):
                 progress("get_many")
                 rows["many"] = get_many(l2, server, admin, settings)
+            if wanted(bench_batch.CASES[0]):
+                progress(bench_batch.CASES[0])
+                rows["many_warm"] = bench_batch.many_warm(l2, server, admin, settings)
+            if wanted(bench_batch.CASES[1]):
+                progress(bench_batch.CASES[1])
+                rows["many_cold"] = bench_batch.many_cold(l2, server, admin, settings)
             if wanted("typed L2 hit (a SessionState), L1 off"):
                 progress("typed L2 hit")
                 rows["typed_l2"] = typed_l2_hit(l2, server, admin, settings)
@@ -629,7 +637,8 @@ def run(quick: bool = False, only: str | None = None) -> list[Row]:
         "encrypted_l2",
         "encrypted_decode",
     )
-    return [row for name in (*order, "fill", "many") for row in rows.get(name, [])]
+    names = (*order, "fill", "many", "many_warm", "many_cold")
+    return [row for name in names for row in rows.get(name, [])]
 
 
 def main(quick: bool = False, json_path: str | None = None, only: str | None = None) -> list[Row]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .api import DEFAULT_TTL, AsyncCachedFunction, Cache, CachedFunction, configure, default_cache
 from .api import module_cached as cached
+from .api import module_cached_many as cached_many
 from .api import module_cached_session as cached_session
 from .api import module_invalidates as invalidates
 from .codec import Codec, Entry, Serializer, get_serializer, register_serializer
@@ -58,6 +59,7 @@ __all__ = [
     "Serializer",
     "TemplateError",
     "cached",
+    "cached_many",
     "cached_session",
     "configure",
     "current_entry",

@@ -105,3 +105,24 @@ async def check_async() -> None:
     assert_type(await asave_user("u1", 1), bool)
     await aload_user("u1", 2)  # type: ignore[call-arg]
     await aload_context(1)  # type: ignore[arg-type]
+
+
+@cache.cached_many(kind="character", over="ids", tags=("character:{item}",))
+def load_many(user_id: str, ids: list[str]) -> dict[str, int]:
+    return dict.fromkeys(ids, 1)
+
+
+@cache.cached_many(over="ids")
+async def aload_many(ids: list[str]) -> dict[str, int]:
+    return dict.fromkeys(ids, 2)
+
+
+def check_many() -> None:
+    assert_type(load_many("u1", ["a", "b"]), dict[str, int])
+    load_many.invalidate("u1", ["a"])
+    load_many("u1", 3)  # type: ignore[arg-type]
+
+
+async def acheck_many() -> None:
+    assert_type(await aload_many(["a"]), dict[str, int])
+    await aload_many.invalidate(["a"])

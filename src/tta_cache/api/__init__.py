@@ -9,6 +9,7 @@ from .default import (
     configure,
     default_cache,
     module_cached,
+    module_cached_many,
     module_cached_session,
     module_invalidates,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "configure",
     "default_cache",
     "module_cached",
+    "module_cached_many",
     "module_cached_session",
     "module_invalidates",
 ]

@@ -289,6 +289,14 @@ class Cache(RawAccess):
 
         return decorate(func) if func is not None else decorate
 
+    def cached_many(self, **options: Any) -> _Decorator:
+        """A batch loader, ``f(user_id, ids) -> {id: value}`` with each id its own entry:
+        ``kind=, over=, tags=, ttl=, lock=, on_error=, include_self=, cache_if=, none_ttl=``
+        (see :func:`.batch.batch_decorator` and docs/usage.md "Batch loaders")."""
+        from .batch import batch_decorator
+
+        return batch_decorator(self, **options)  # type: ignore[return-value]
+
     def invalidates(
         self, *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec
     ) -> Callable[[F], F]:

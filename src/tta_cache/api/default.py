@@ -19,6 +19,7 @@ __all__ = [
     "configure",
     "default_cache",
     "module_cached",
+    "module_cached_many",
     "module_cached_session",
     "module_invalidates",
 ]
@@ -78,6 +79,29 @@ def module_cached(func: Callable[..., Any] | None = None, /, **options: Any) -> 
         return lazy(default_cache, lambda c: c.cached(**options)(f), f)
 
     return decorate(func) if func is not None else decorate
+
+
+def module_cached_many(**options: Any) -> Callable[[F], F]:
+    """``tta_cache.cached_many`` on the default cache, bound lazily (checked now)."""
+    from .batch import BatchSpec
+
+    def decorate(f: F) -> F:
+        BatchSpec(
+            f,
+            namespace="tta",
+            kind=options.get("kind", "default"),
+            freshness=Freshness(1.0),
+            tags=options.get("tags", ()),
+            over=options.get("over"),
+            lock=False,
+            on_error="ignore",
+            include_self=options.get("include_self", False),
+            cache_if=options.get("cache_if"),
+            none_ttl=options.get("none_ttl"),
+        )
+        return lazy(default_cache, lambda c: c.cached_many(**options)(f), f)  # type: ignore[return-value]
+
+    return decorate
 
 
 def module_cached_session(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:

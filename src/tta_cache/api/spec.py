@@ -61,6 +61,7 @@ class Spec(Generic[R]):
         hard_timeout: float | None = None,
         cache_if: Callable[[Any], object] | None = None,
         none_ttl: float | None = None,
+        extra_names: Sequence[str] = (),
     ) -> None:
         check_name("kind", kind)
         self.func = func
@@ -75,7 +76,7 @@ class Spec(Generic[R]):
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in key_params
         )
         self.arity = len(params)
-        all_names = [p.name for p in params]
+        all_names = [p.name for p in params] + list(extra_names)  # a batch's ``item``
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
         where = f"{function_id(func)}"
         self.tag_templates = tuple(

@@ -36,7 +36,7 @@ class AsyncDriver:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
 
-    async def arun(self, flow: Flow[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
+    async def arun(self, flow: Flow[T], compute: Callable[..., Awaitable[Any]] | None = None) -> T:
         """Drive ``flow`` to its end with the asyncio client of the running loop."""
         e = self.e
         chain = e.chain.acall if e.chain else None
@@ -59,14 +59,14 @@ class AsyncDriver:
     async def _perform(
         self,
         step: Step,
-        compute: Callable[[], Awaitable[Any]] | None,
+        compute: Callable[..., Awaitable[Any]] | None,
         chain: Any,
         steps: Stepper[Any],
     ) -> Any:
         method = step[0]
         if method == "compute":
             assert compute is not None
-            do = compute
+            do = functools.partial(compute, *step[1]) if step[1] else compute  # a batch: its ids
         elif method in CONTROL:
             return await self._control(step, compute, steps)
         else:

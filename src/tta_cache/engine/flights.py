@@ -31,6 +31,8 @@ class Flights:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Flight]] = (
             weakref.WeakKeyDictionary()
         )
+        # Batch loads under way (``batch.py``): their keys, and the set doom() adds them to
+        self.batches: dict[int, tuple[frozenset[str], set[str]]] = {}
 
     def forked(self) -> None:
         """In a forked child: no computation of the parent's threads or loops is joined."""
@@ -38,6 +40,7 @@ class Flights:
         self.sync.clear()
         self.refreshing.clear()
         self._loops = weakref.WeakKeyDictionary()
+        self.batches.clear()
 
     def of_loop(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight]:
         """The table of ``loop``'s tasks (only they touch it: no lock)."""
@@ -62,3 +65,17 @@ class Flights:
                     flight = flights.pop(k, None)
                     if flight is not None:
                         flight.doomed = True
+            for keyset, doomed in self.batches.values():
+                doomed.update(k for k in keys if k in keyset)
+
+    def track(self, keys: frozenset[str]) -> tuple[int, set[str]]:
+        """A batch load of ``keys`` starts: the set its invalidated keys are added to."""
+        doomed: set[str] = set()
+        with self.lock:
+            handle = id(doomed)
+            self.batches[handle] = (keys, doomed)
+        return handle, doomed
+
+    def untrack(self, handle: int) -> None:
+        with self.lock:
+            self.batches.pop(handle, None)

@@ -3,8 +3,9 @@
 A driver takes each step from a :class:`Stepper`, performs it (a tier method, the computation
 through the middleware chain, or a *control* step) and hands back its result or its exception.
 Control steps never go through the middleware: ``watch`` (register for the fill notice of a
-lease), ``sleep`` (wait for it, at most the given seconds) and ``refresh`` (recompute a served
-entry in the background, waiting up to ``soft_timeout`` for it when the entry was stale).
+lease, or of a batch's leases), ``sleep`` (wait for it, at most the given seconds) and
+``refresh`` (recompute a served entry in the background, waiting up to ``soft_timeout`` for it
+when the entry was stale).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class Stepper(Generic[T]):
         self.send: Any = None
         self.error: BaseException | None = None
         self.result: Any = None
-        # (key, wake, event) while the flow watches a lease's fill notice
-        self.waker: tuple[str, Callable[[], None], Any] | None = None
+        # (keys, wake, event) while the flow watches the fill notices of leases
+        self.waker: tuple[tuple[str, ...], Callable[[], None], Any] | None = None
 
     def next(self) -> Step | None:
         """The flow's next step, or None once it has returned (its value in ``result``)."""
@@ -45,11 +46,17 @@ class Stepper(Generic[T]):
         self.send = self.error = None
         return step
 
-    def watching(self, leases: Leases, key: str, wake: Callable[[], None], event: Any) -> None:
-        self.waker = (key, wake, event)
-        leases.watch(key, wake)
+    def watching(
+        self, leases: Leases, key: str | tuple[str, ...], wake: Callable[[], None], event: Any
+    ) -> None:
+        """Watch the fill notices of ``key`` (a batch: of every key in the tuple)."""
+        keys = (key,) if isinstance(key, str) else key
+        self.waker = (keys, wake, event)
+        for k in keys:
+            leases.watch(k, wake)
 
     def unwatch(self, leases: Leases) -> None:
         if self.waker is not None:
-            leases.unwatch(self.waker[0], self.waker[1])
+            for k in self.waker[0]:
+                leases.unwatch(k, self.waker[1])
             self.waker = None

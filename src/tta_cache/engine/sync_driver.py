@@ -35,7 +35,7 @@ class SyncDriver:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
 
-    def run(self, flow: Flow[T], compute: Callable[[], Any] | None = None) -> T:
+    def run(self, flow: Flow[T], compute: Callable[..., Any] | None = None) -> T:
         """Drive ``flow`` to its end (through the middleware chain, if any)."""
         e = self.e
         chain = e.chain.call if e.chain else None
@@ -54,12 +54,12 @@ class SyncDriver:
                 FLOW_STATE.reset(token)
 
     def _perform(
-        self, step: Step, compute: Callable[[], Any] | None, chain: Any, steps: Stepper[Any]
+        self, step: Step, compute: Callable[..., Any] | None, chain: Any, steps: Stepper[Any]
     ) -> Any:
         method = step[0]
         if method == "compute":
             assert compute is not None
-            do = compute
+            do = functools.partial(compute, *step[1]) if step[1] else compute  # a batch: its ids
         elif method in CONTROL:
             return self._control(step, compute, steps)
         else:

@@ -150,6 +150,10 @@ def _shape(method: str, args: tuple[Any, ...]) -> tuple[str, int]:
     if method == "set_many":
         n = len(args[0])
         return ("SET", 1) if n == 1 else ("PIPELINE SET", n)
+    if method == "read_many":  # a batch loader's read: MGET (or the lease script) + versions
+        return "PIPELINE MGET", len(args[0])
+    if method == "fill_many":  # its fill: the SETs + the lease release and fill notice
+        return "PIPELINE SET", len(args[0]) + bool(args[1])
     if method == "delete":  # DEL + PUBLISH
         return ("PIPELINE", 2) if len(args) > 1 and args[1] else ("DEL", 1)
     return _COMMANDS.get(method, method.upper()), 1

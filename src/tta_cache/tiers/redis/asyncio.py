@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import commands, replies
+from . import batch, commands, replies
 from .autopipe import AutoPipe
 from .base import TierBase, announce_order
 from .clients import make_async_client
@@ -171,6 +171,39 @@ class AsyncRedisTier(TierBase):
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         with translated("SET"):
             replies.raise_first(await self._send(commands.set_commands(items)))
+
+    async def read_many(
+        self, keys: Sequence[str], tag_keys: Sequence[str], lease: batch.BatchLease | None
+    ) -> batch.ManyRead:
+        """See :meth:`~.sync.RedisTier.read_many`."""
+        cluster = self.cluster
+        with translated("MGET batch"):
+            sent = batch.read_commands(keys, tag_keys, self._tag_ttl(), lease, cluster=cluster)
+            got = await self._send(sent)
+            read = batch.read_of(
+                got, len(keys), len(tag_keys), lease, self._versions_of, cluster=cluster
+            )
+            if cluster and lease is not None and (which := batch.to_lease(read, lease)):
+                sent = batch.cluster_lease_commands(lease, which)
+                read = batch.leased(read, which, await self._send(sent))
+            if read.replaced:
+                self.figures.replaced(read.replaced)
+            return read
+
+    async def fill_many(
+        self,
+        writes: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str],
+        token: str | None,
+        channel: str,
+        notice: bytes,
+    ) -> None:
+        """See :meth:`~.sync.RedisTier.fill_many`."""
+        with translated("SET batch"):
+            sent = batch.fill_commands(
+                writes, release, token, channel, notice, cluster=self.cluster
+            )
+            replies.raise_first(await self._send(sent))
 
     async def delete(
         self, keys: Sequence[str], channel: str | None = None, message: bytes = b""

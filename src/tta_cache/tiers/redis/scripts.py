@@ -14,9 +14,15 @@ __all__ = [
     "BUMP_LUA",
     "FILL_LUA",
     "FILL_SHA",
+    "LEASE_MANY_LUA",
+    "LEASE_MANY_SHA",
     "LEASE_READ_LUA",
     "LEASE_READ_SHA",
     "PIPELINED",
+    "RELEASE_LUA",
+    "RELEASE_SHA",
+    "TAKE_LUA",
+    "TAKE_SHA",
     "VERSIONS_LUA",
     "VERSIONS_SHA",
     "Scripts",
@@ -122,6 +128,68 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
+# Batch loaders (``cached_many``, :mod:`.batch`). ``take(k)`` takes the lease key ``k`` for ARGV[1]
+# (PX ARGV[2]) unless a live holder has it, and returns the holder (ARGV[1] when taken); a lease
+# key holding no token, or without an expiry, is taken over and counted, as LEASE_READ_LUA does.
+_TAKE = """
+local replaced = 0
+local function take(k)
+  if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
+  local h = redis.pcall('GET', k)
+  if type(h) == 'string' and #h <= 128 and string.find(h, '^[%w%.:_%-]+$')
+      and redis.call('PTTL', k) > 0 then
+    return h
+  end
+  redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+  replaced = replaced + 1
+  return ARGV[1]
+end
+"""
+
+# KEYS: n entry keys, then their n lease keys. ARGV: token, lease ms, one '0'/'1' per entry
+# ('1': force, the caller cannot use the entry it found). For each entry: its value (a key of
+# another type reads as '') and, when it is absent or forced, the lease's holder (false when
+# not asked); then the number of corrupt leases replaced. One round trip for a whole batch.
+LEASE_MANY_LUA = (
+    _TAKE
+    + """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) == 'table' then v = '' end
+  local holder = false
+  if not v or string.sub(ARGV[3], i, i) == '1' then holder = take(KEYS[n + i]) end
+  out[2 * i - 1] = v
+  out[2 * i] = holder
+end
+out[2 * n + 1] = replaced
+return out
+"""
+)
+
+# KEYS: lease keys. ARGV: token, lease ms. Each key's holder after trying to take it, then the
+# number replaced (Cluster: the leases of one slot, taken after the entries were read).
+TAKE_LUA = (
+    _TAKE
+    + """
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = take(k) end
+out[#KEYS + 1] = replaced
+return out
+"""
+)
+
+# KEYS: lease keys. ARGV: token, channel, fill notice. Releases each lease still holding the
+# token and publishes the notice once: the waiters of every process wake.
+RELEASE_LUA = """
+for _, k in ipairs(KEYS) do
+  if redis.pcall('GET', k) == ARGV[1] then redis.call('DEL', k) end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
 
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
@@ -130,7 +198,10 @@ def _sha(script: str) -> str:
 VERSIONS_SHA = _sha(VERSIONS_LUA)
 LEASE_READ_SHA = _sha(LEASE_READ_LUA)
 FILL_SHA = _sha(FILL_LUA)
-PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA, FILL_LUA)
+LEASE_MANY_SHA = _sha(LEASE_MANY_LUA)
+TAKE_SHA = _sha(TAKE_LUA)
+RELEASE_SHA = _sha(RELEASE_LUA)
+PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA, FILL_LUA, LEASE_MANY_LUA, TAKE_LUA, RELEASE_LUA)
 """The scripts sent by EVALSHA inside pipelines (loaded again when Redis lost them)."""
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import commands, replies
+from . import batch, commands, replies
 from .base import TierBase, announce_order
 from .clients import make_sync_client
 from .commands import Command, Lease
@@ -139,6 +139,40 @@ class RedisTier(TierBase):
     def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         with translated("SET"):
             replies.raise_first(self._send(commands.set_commands(items)))
+
+    def read_many(
+        self, keys: Sequence[str], tag_keys: Sequence[str], lease: batch.BatchLease | None
+    ) -> batch.ManyRead:
+        """A batch's entries, the versions of ``tag_keys`` and (``lease``) the leases of the
+        entries absent: one round trip (Cluster: one pipeline per node; leases one more)."""
+        cluster = self.cluster
+        with translated("MGET batch"):
+            sent = batch.read_commands(keys, tag_keys, self._tag_ttl(), lease, cluster=cluster)
+            got = self._send(sent)
+            read = batch.read_of(
+                got, len(keys), len(tag_keys), lease, self._versions_of, cluster=cluster
+            )
+            if cluster and lease is not None and (which := batch.to_lease(read, lease)):
+                sent = batch.cluster_lease_commands(lease, which)
+                read = batch.leased(read, which, self._send(sent))
+            if read.replaced:
+                self.figures.replaced(read.replaced)
+            return read
+
+    def fill_many(
+        self,
+        writes: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str],
+        token: str | None,
+        channel: str,
+        notice: bytes,
+    ) -> None:
+        """A batch's fill: the SETs, the release of its leases and the fill notice, one pipeline."""
+        with translated("SET batch"):
+            sent = batch.fill_commands(
+                writes, release, token, channel, notice, cluster=self.cluster
+            )
+            replies.raise_first(self._send(sent))
 
     def delete(self, keys: Sequence[str], channel: str | None = None, message: bytes = b"") -> int:
         with translated("DEL"):
