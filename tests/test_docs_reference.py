@@ -50,6 +50,7 @@ def _parameters(func: Any, *skip: str) -> dict[str, inspect.Parameter]:
     [
         ("`Cache(...)` options", tc.Cache.__init__, ()),
         ("`cached(...)` options", tc.Cache.cached, ("func",)),
+        ("`cached_many(...)` options", tc.Cache.cached_many, ()),
     ],
 )
 def test_every_option_is_documented_with_its_default(

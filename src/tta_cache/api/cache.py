@@ -289,13 +289,37 @@ class Cache(RawAccess):
 
         return decorate(func) if func is not None else decorate
 
-    def cached_many(self, **options: Any) -> _Decorator:
-        """A batch loader, ``f(user_id, ids) -> {id: value}`` with each id its own entry:
-        ``kind=, over=, tags=, ttl=, lock=, on_error=, include_self=, cache_if=, none_ttl=``
-        (see :func:`.batch.batch_decorator` and docs/usage.md "Batch loaders")."""
+    def cached_many(
+        self,
+        *,
+        kind: str = "default",
+        over: str | None = None,
+        tags: Sequence[TagSpec] = (),
+        ttl: float | None = None,
+        lock: bool = False,
+        on_error: str | None = None,
+        include_self: bool = False,
+        cache_if: Callable[[Any], object] | None = None,
+        none_ttl: float | None = None,
+    ) -> _Decorator:
+        """A batch loader, ``f(user_id, ids) -> {id: value}`` with each id its own entry under
+        the key a one-id call would use: ``over`` names the ids' parameter (default: the first),
+        ``{item}`` in a template is one id, ``cache_if``/``none_ttl`` judge each id's value, the
+        rest as :meth:`cached` (docs/usage.md "Batch loaders")."""
         from .batch import batch_decorator
 
-        return batch_decorator(self, **options)  # type: ignore[return-value]
+        return batch_decorator(  # type: ignore[return-value]
+            self,
+            kind=kind,
+            over=over,
+            tags=tags,
+            ttl=ttl,
+            lock=lock,
+            on_error=on_error,
+            include_self=include_self,
+            cache_if=cache_if,
+            none_ttl=none_ttl,
+        )
 
     def invalidates(
         self, *, tags: Sequence[TagSpec] = (), on_error: str | None = None, **tag_templates: TagSpec
