@@ -17,6 +17,8 @@ from .scenarios import Scenario
 from .truth import AFTER, CALM, FAULT, STOP, Control, check
 from .workload import prefork_main, worker_main
 
+RECOVER_MAX = 20.0  # seconds the after phase may go on, waiting for every worker to recover
+
 PROFILES: dict[str, dict[str, Any]] = {
     "short": {
         "workers": 2,
@@ -135,6 +137,10 @@ def run(
         ctl.fault_end_ns.value = time.monotonic_ns()
         ctl.phase.value = AFTER
         time.sleep(prof["after"])
+        # On until every worker has had an L2 hit again (or RECOVER_MAX): the recovery figure.
+        deadline = time.monotonic() + float(prof.get("recover_max", RECOVER_MAX))
+        while not all(ctl.recovered[:workers]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         ctl.phase.value = STOP
         for process in processes:
             process.join(120.0)

@@ -47,6 +47,7 @@ class Control:
     phase: Any  # RawValue("i")
     fault_end_ns: Any  # RawValue("q"): monotonic_ns when the fault ended (0: not yet)
     ready: Any  # RawArray("i", workers)
+    recovered: Any  # RawArray("q", workers): ns from the fault's end to the first L2 hit
 
     @classmethod
     def create(cls, ctx: BaseContext, entities: int, workers: int) -> Control:
@@ -56,6 +57,7 @@ class Control:
             phase=ctx.RawValue("i", WARM),  # type: ignore[attr-defined]
             fault_end_ns=ctx.RawValue("q", 0),  # type: ignore[attr-defined]
             ready=ctx.RawArray("i", workers),  # type: ignore[attr-defined]
+            recovered=ctx.RawArray("q", workers),  # type: ignore[attr-defined]
         )
 
     def wait_ready(self, count: int, timeout: float) -> None:

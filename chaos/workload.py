@@ -257,6 +257,7 @@ class Worker:
             seen = stats.redis_hits
             if end and self.recover_ns is None and now_ns > end and seen > hits:
                 self.recover_ns = now_ns - end
+                ctl.recovered[self.index] = max(1, self.recover_ns)
             if not end or now_ns <= end:
                 hits = seen
             if time.monotonic() >= next_rss:

@@ -74,6 +74,7 @@ def test_a_run_without_a_channel_reports_stale_reads() -> None:
             "calm": 0.5,
             "after": 0.5,
             "write_every": 0.02,
+            "recover_max": 0.0,
         },
     )
     assert row.errors == 0
