@@ -37,7 +37,9 @@ def _line(row: Row) -> str:
     recover = "-" if row.recover_ms is None else f"{row.recover_ms / 1000:.2f} s"
     stale = f"{row.stale} ({row.strict})"
     if row.stale:
-        stale += f", worst {row.worst_stale_ms:.0f} ms"
+        stale += f", {row.own} in the issuing process; worst {row.late_ms:.0f} ms late"
+    if row.bound_ms is not None:
+        stale += f" (bound {row.bound_ms:.0f} ms)"
     notes = ", ".join(f"{k} {v}" for k, v in row.notes.items())
     if row.misrouted:
         notes += f"; {row.misrouted} WRONG REPLIES"
@@ -45,7 +47,9 @@ def _line(row: Row) -> str:
         notes += f"; {row.cancelled} reads cancelled"
     if row.leaked:
         notes += f"; {row.leaked} LEAKED CONNECTIONS"
-    if not row.ok:
+    if row.known_failure:
+        notes += "; KNOWN FAILURE" if not row.ok else "; passes now: drop its known_failure"
+    elif not row.ok:
         notes += "; **FAIL**"
     return (
         f"| {row.title} | {row.ops:,} | {row.errors} | {stale} | {added50:+.2f} / {added99:+.2f} "
@@ -106,7 +110,7 @@ def main() -> int:
             failed = True
             continue
         rows.append(row)
-        failed |= not row.ok
+        failed |= row.counts and not row.ok
         print(f"{_line(row)}  [{time.monotonic() - t0:.0f} s]", flush=True)
     print_table(rows, command)
     if options.soak and rows:

@@ -54,6 +54,8 @@ class Row:
     stale: int
     strict: int
     worst_stale_ms: float
+    late_ms: float
+    own: int
     calm_p50_ms: float
     calm_p99_ms: float
     fault_p50_ms: float
@@ -68,13 +70,19 @@ class Row:
     stale_samples: list[list[Any]]
     bound_ms: float | None
     bound_why: str
+    known_failure: str
     rss: list[list[list[float]]]
     used_memory: list[list[float]]
 
     @property
+    def counts(self) -> bool:
+        """Whether this row decides the exit status (a known failure does not)."""
+        return not self.known_failure
+
+    @property
     def ok(self) -> bool:
         stale_ok = self.stale == 0 or (
-            self.bound_ms is not None and self.worst_stale_ms <= self.bound_ms
+            self.bound_ms is not None and self.own == 0 and self.late_ms <= self.bound_ms
         )
         return self.errors == 0 and self.misrouted == 0 and self.leaked == 0 and stale_ok
 
@@ -156,7 +164,9 @@ def run(
                 process.kill()
                 process.join(5)
         topo.stop()
-    return _row(scenario, reports, notes, after - before, memory)
+    return _row(
+        scenario, ctl.fault_end_ns.value, reports, notes=notes, leaked=after - before, memory=memory
+    )
 
 
 def _sampled(
@@ -178,14 +188,16 @@ def _sampled(
 
 def _row(
     scenario: Scenario,
+    fault_end_ns: int,
     reports: list[dict[str, Any]],
+    *,
     notes: dict[str, Any],
     leaked: int,
     memory: list[list[float]],
 ) -> Row:
     invalidations = [inv for r in reports for inv in r["invalidations"]]
     candidates = [c for r in reports for c in r["candidates"]]
-    staleness = check(invalidations, candidates)
+    staleness = check(invalidations, candidates, fault_end_ns=fault_end_ns)
     calm, fault = _merge(reports, "calm"), _merge(reports, "fault")
     recovered = [r["recover_ns"] for r in reports]
     errors = []
@@ -199,6 +211,8 @@ def _row(
         stale=staleness.stale,
         strict=staleness.strict,
         worst_stale_ms=round(staleness.worst_ms, 1),
+        late_ms=round(staleness.late_ms, 1),
+        own=staleness.own,
         calm_p50_ms=_ms(calm, 0.5),
         calm_p99_ms=_ms(calm, 0.99),
         fault_p50_ms=_ms(fault, 0.5),
@@ -215,6 +229,7 @@ def _row(
         stale_samples=staleness.samples,
         bound_ms=scenario.stale_bound_ms,
         bound_why=scenario.bound_why,
+        known_failure=scenario.known_failure,
         rss=[r["rss"] for r in reports],
         used_memory=memory,
     )

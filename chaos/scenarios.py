@@ -25,6 +25,9 @@ from tests.helpers.redis_server import (
 from .workload import NAMESPACE
 
 CHANNEL = f"{NAMESPACE}:invalidate"
+# How late a stale read may start where a scenario cannot reach 0 (see ``bound_why``):
+DETECTION_MS = 750.0  # a half-open channel: PING every 0.25 s, answered within 0.25 s, + slack
+RECONNECT_MS = 1500.0  # the channel's reconnect backoff (cap 1 s) + a retry + slack
 
 
 class Topology:
@@ -229,6 +232,9 @@ class Scenario:
     # a stale read must start within, and why, for the table.
     stale_bound_ms: float | None = None
     bound_why: str = ""
+    # A failure found and not fixed yet: shown as such, not counted in the exit status (a pass
+    # is shown too, so the mark can go).
+    known_failure: str = ""
 
 
 SCENARIOS = [
@@ -237,9 +243,27 @@ SCENARIOS = [
         "kill", "redis SIGKILL, restart empty", Standalone, kill_restart, {"short": 2, "full": 5}
     ),
     Scenario(
-        "latency", "1 s latency spikes", Standalone, latency_spikes, {"short": 1.5, "full": 3}
+        "latency",
+        "1 s latency spikes",
+        Standalone,
+        latency_spikes,
+        {"short": 1.5, "full": 3},
+        stale_bound_ms=DETECTION_MS,
+        bound_why="an invalidation published during a spike arrives 1 s late; until the "
+        "channel's PING goes unanswered (0.25 s + 0.25 s) the map is trusted",
     ),
-    Scenario("blackhole", "blackhole 10 s", Standalone, blackhole, {"short": 10, "full": 10}),
+    Scenario(
+        "blackhole",
+        "blackhole 10 s",
+        Standalone,
+        blackhole,
+        {"short": 10, "full": 10},
+        stale_bound_ms=RECONNECT_MS,
+        bound_why="an invalidation issued during the blackhole is queued (I8) by its issuer; "
+        "once Redis is back, others may be served what it covers until the issuer's channel "
+        "is back and its retry lands (reconnect backoff <= 1 s); during the blackhole, until "
+        "the half-open channel is detected (<= 0.75 s)",
+    ),
     Scenario(
         "resets", "connection resets every 200 ms", Standalone, resets, {"short": 3, "full": 10}
     ),

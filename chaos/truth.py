@@ -77,6 +77,9 @@ class Staleness:
     other: int = 0  # I2: another process had, more than the window before
     strict: int = 0  # any read older than a returned invalidation, window or not
     worst_ms: float = 0.0  # the worst stale read: its start minus the newer version's return
+    # the worst stale read's start minus the newer version's return, or minus the fault's end
+    # when that version returned before the fault ended and the read began after
+    late_ms: float = 0.0
     samples: list[list[Any]] = field(default_factory=list)  # a few, for the report
 
 
@@ -84,11 +87,13 @@ def check(
     invalidations: list[list[int]],
     candidates: list[list[int]],
     window_ns: int = I2_WINDOW_NS,
+    fault_end_ns: int = 0,
 ) -> Staleness:
     """Check reads against invalidations.
 
     ``invalidations``: ``[entity, version, returned_ns, pid]``; ``candidates``: ``[entity,
     version read, began_ns, pid]`` (reads that may be stale; any read may be passed).
+    ``fault_end_ns``: when the fault ended (0: none), for ``late_ms``.
     """
     by_entity: dict[int, list[tuple[int, int, int]]] = {}
     for entity, version, returned, pid in invalidations:
@@ -123,6 +128,8 @@ def check(
         first = next(t for t, v, _ in events if v > version)
         age_ms = (began - first) / 1e6
         out.worst_ms = max(out.worst_ms, age_ms)
+        since = fault_end_ns if first < fault_end_ns <= began else first
+        out.late_ms = max(out.late_ms, (began - since) / 1e6)
         if len(out.samples) < 5:
             out.samples.append([entity, version, newest[before - 1], round(age_ms, 1), pid])
     return out
