@@ -303,6 +303,8 @@ SCENARIOS = [
         Sentinel,
         sentinel_failover,
         {"short": 0, "full": 0},
+        known_failure="reads older than an invalidation that had returned, in the issuing "
+        "process too (I1), for up to ~2 s after SENTINEL FAILOVER; see docs/reliability.md",
     ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
