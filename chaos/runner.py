@@ -164,6 +164,9 @@ def run(
                 process.kill()
                 process.join(5)
         topo.stop()
+    notes["invalidate_ms_sync_async"] = [
+        round(max(r["invalidate_max_ms"][how] for r in reports)) for how in ("sync", "async")
+    ]
     return _row(
         scenario, ctl.fault_end_ns.value, reports, notes=notes, leaked=after - before, memory=memory
     )

@@ -62,7 +62,7 @@ class Worker:
         self.candidates: list[list[int]] = []
         self.invalidations: list[list[int]] = []
         self.hist = {p: Histogram() for p in ("calm", "fault")}
-        self.invalidate_max_ms = {"calm": 0.0, "fault": 0.0}
+        self.invalidate_max_ms = {"calm": 0.0, "fault": 0.0, "sync": 0.0, "async": 0.0}
         self.recover_ns: int | None = None
         self.rss: list[list[float]] = []
         truth = ctl.truth
@@ -174,7 +174,7 @@ class Worker:
                 self.cache.invalidate(tags=[tag(entity)])
             except Exception as exc:
                 self._error("invalidate", exc)
-            self._returned(entity, version, began)
+            self._returned(entity, version, began, "sync")
             with contextlib.suppress(Exception):  # fail-open; a failed refresh is a batch miss
                 self.cache.set(f"b:{entity}", [f"s:{entity}", entity, version], tags=[tag(entity)])
             time.sleep(rng.uniform(0.5, 1.5) * float(self.cfg["write_every"]))
@@ -184,7 +184,7 @@ class Worker:
         self.ctl.truth[entity] = version
         return version
 
-    def _returned(self, entity: int, version: int, began: int) -> None:
+    def _returned(self, entity: int, version: int, began: int, how: str) -> None:
         returned = time.monotonic_ns()
         self.ctl.done[entity] = version
         phase = self._phase()
@@ -192,7 +192,8 @@ class Worker:
             self.invalidations.append([entity, version, returned, self.pid])
             if phase is not None:
                 ms = (returned - began) / 1e6
-                self.invalidate_max_ms[phase] = max(self.invalidate_max_ms[phase], ms)
+                for key in (phase, how) if phase == "fault" else (phase,):
+                    self.invalidate_max_ms[key] = max(self.invalidate_max_ms[key], ms)
         self._count("invalidate")
 
     # ------------------------------------------------------------------ async actors
@@ -233,7 +234,7 @@ class Worker:
                 await self.cache.ainvalidate(tags=[tag(entity)])
             except Exception as exc:
                 self._error("ainvalidate", exc)
-            self._returned(entity, version, began)
+            self._returned(entity, version, began, "async")
             with contextlib.suppress(Exception):
                 value = [f"s:{entity}", entity, version]
                 await self.cache.aset(f"b:{entity}", value, tags=[tag(entity)])
