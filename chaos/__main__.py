@@ -84,7 +84,8 @@ def main() -> int:
     print(
         f"profile {options.profile}: {runner.PROFILES[options.profile]}; "
         f"stale = older than an invalidation returned in the same process, or in another "
-        f"more than {I2_WINDOW_NS // 1_000_000} ms before the read began",
+        f"more than {I2_WINDOW_NS // 1_000_000} ms before the read began; gate: none in the "
+        f"issuing process, none later than {runner.I2_GATE_MS:.0f} ms or the scenario's bound",
         flush=True,
     )
     rows: list[Row] = []

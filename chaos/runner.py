@@ -17,6 +17,7 @@ from .scenarios import Scenario
 from .truth import AFTER, CALM, FAULT, STOP, Control, check
 from .workload import prefork_main, worker_main
 
+I2_GATE_MS = 100.0  # twice I2's 50 ms: the gate for another process's stale read, under load
 RECOVER_MAX = 20.0  # seconds the after phase may go on, waiting for every worker to recover
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -27,9 +28,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "entities": 48,
         "think": 0.004,
         "write_every": 0.04,
-        "warm": 1.0,
-        "calm": 2.0,
-        "after": 2.5,
+        "warm": 0.5,
+        "calm": 1.5,
+        "after": 1.5,
     },
     "full": {
         "workers": 4,
@@ -81,9 +82,10 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        stale_ok = self.stale == 0 or (
-            self.bound_ms is not None and self.own == 0 and self.late_ms <= self.bound_ms
-        )
+        # I1 has no slack; I2's 50 ms is a p99 (DESIGN.md): no stale read later than the
+        # scenario's bound, or than I2_GATE_MS where it states none.
+        bound = self.bound_ms if self.bound_ms is not None else I2_GATE_MS
+        stale_ok = self.stale == 0 or (self.own == 0 and self.late_ms <= bound)
         return self.errors == 0 and self.misrouted == 0 and self.leaked == 0 and stale_ok
 
 

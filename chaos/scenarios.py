@@ -243,7 +243,7 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("baseline", "no fault (the baseline)", Standalone, no_fault, {"short": 2, "full": 5}),
+    Scenario("baseline", "no fault (the baseline)", Standalone, no_fault, {"short": 1, "full": 5}),
     Scenario(
         "kill", "redis SIGKILL, restart empty", Standalone, kill_restart, {"short": 2, "full": 5}
     ),
@@ -252,7 +252,7 @@ SCENARIOS = [
         "1 s latency spikes",
         Standalone,
         latency_spikes,
-        {"short": 1.5, "full": 3},
+        {"short": 1.0, "full": 3},
         stale_bound_ms=DETECTION_MS,
         bound_why="an invalidation published during a spike arrives 1 s late; until the "
         "channel's PING goes unanswered (0.25 s + 0.25 s) the map is trusted",
@@ -262,7 +262,7 @@ SCENARIOS = [
         "blackhole 10 s",
         Standalone,
         blackhole,
-        {"short": 10, "full": 10},
+        {"short": 6, "full": 10},
         stale_bound_ms=RECONNECT_MS,
         bound_why=QUEUED_WHY + "; during the blackhole, until the half-open channel is "
         "detected (<= 0.75 s)",
@@ -272,7 +272,7 @@ SCENARIOS = [
         "connection resets every 200 ms",
         Standalone,
         resets,
-        {"short": 3, "full": 10},
+        {"short": 2, "full": 10},
         stale_bound_ms=RECONNECT_MS,
         bound_why=QUEUED_WHY,
     ),
@@ -281,14 +281,14 @@ SCENARIOS = [
         "pub/sub connection killed every 1 s",
         Standalone,
         pubsub_kills,
-        {"short": 3.5, "full": 10},
+        {"short": 2.5, "full": 10},
     ),
     Scenario(
         "cancel",
         "asyncio cancellation mid-request (delaying proxy)",
         Standalone,
         delaying_proxy,
-        {"short": 3, "full": 10},
+        {"short": 2, "full": 10},
         cfg={"local_maxsize": 0, "cancel_after": 0.01},
     ),
     Scenario(
@@ -296,7 +296,7 @@ SCENARIOS = [
         "fork after use (pre-fork server)",
         Standalone,
         no_fault,
-        {"short": 2, "full": 5},
+        {"short": 1, "full": 5},
         prefork=True,
     ),
     Scenario(
