@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Any
 
-from .scenarios import Scenario, Standalone
+from .scenarios import QUEUED_WHY, RECONNECT_MS, Scenario, Standalone
 
 EVERY = 10.0  # seconds between samples (and between fault rounds)
 RSS_BOUND = 16 * 2**20  # a worker's RSS may grow by this much
@@ -38,6 +38,8 @@ SOAK = Scenario(
     soak_round,
     {"short": 60, "full": 600},
     cfg={"rss_every": EVERY},
+    stale_bound_ms=RECONNECT_MS,
+    bound_why=QUEUED_WHY,
 )
 
 
