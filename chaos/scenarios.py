@@ -266,7 +266,7 @@ SCENARIOS = [
     ),
     Scenario(
         "blackhole",
-        "blackhole 10 s",
+        "blackhole (sockets open, nothing flows)",
         Standalone,
         blackhole,
         {"short": 6, "full": 10},
