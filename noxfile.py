@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck bench docs examples fuzz``."""
+"""Developer sessions: ``nox -s tests lint typecheck bench chaos docs examples fuzz``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
-PY_SRC = ["src", "tests", "benchmarks", "examples", "noxfile.py"]
+PY_SRC = ["src", "tests", "benchmarks", "chaos", "examples", "noxfile.py"]
 
 
 @nox.session
@@ -52,6 +52,18 @@ def bench(session: nox.Session) -> None:
         "django",
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Faults under load (docs/reliability.md): the full profile, 4 workers x (8 threads + 64
+    tasks); ``nox -s chaos -- --soak 600`` soaks for 10 minutes instead (memory, connections);
+    ``-- --profile short`` is the CI's. Exits 1 on a caller error or a stale read."""
+    session.install("-e", ".[test]")
+    args = list(session.posargs)
+    if "--profile" not in args:
+        args = ["--profile", "full", *args]
+    session.run("python", "-m", "chaos", *args)
 
 
 @nox.session

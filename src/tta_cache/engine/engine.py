@@ -137,6 +137,7 @@ class Engine:
             tick=self._retry_queued,
             failed_over=self._failed_over,
             adopt=self._adopt,
+            reconnected=self.queue.wake,
             ping_interval=channel_ping_interval,
         )
         self.fast = FastPath(self)

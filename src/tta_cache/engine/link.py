@@ -39,6 +39,7 @@ class ChannelLink:
         tick: Callable[[], None],
         failed_over: Callable[[tuple[str, int]], None],
         adopt: Callable[[Sequence[str], Sequence[str]], None] = lambda tags, keys: None,
+        reconnected: Callable[[], None] = lambda: None,
         ping_interval: float = 0.25,
     ) -> None:
         self.cfg = cfg
@@ -51,6 +52,7 @@ class ChannelLink:
         self._tick = tick
         self._failed_over = failed_over
         self._adopt = adopt
+        self._reconnected = reconnected
         self.ping_interval = ping_interval
         self.subscriber: Subscriber | None = None
         self.failover_watch: FailoverWatch | None = None
@@ -117,6 +119,7 @@ class ChannelLink:
     def _on_state(self, up: bool) -> None:
         if up:
             self.versions.trust()
+            self._reconnected()
         else:
             self.versions.distrust()
         log.info("invalidation channel %s", "up" if up else "down")

@@ -56,6 +56,12 @@ class InvalidationQueue:
         reinit(self.lock)
         self._retry_at = 0.0
 
+    def wake(self) -> None:
+        """The channel is back, so Redis is: retry at the next tick, whatever the backoff says.
+        Until the retry lands, other processes (back too) may be served what it covers."""
+        self._failures = 0
+        self._retry_at = 0.0
+
     def add(self, tags: Iterable[str], keys: Iterable[str]) -> None:
         with self.lock:
             self.tags.update(dict.fromkeys(tags))
