@@ -16,12 +16,12 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.keys import NAMESPACE_TAG, check_entry, encode_args, hash_tag
+from ..core.keys import NAMESPACE_TAG, encode_args, hash_tag
 from ..core.policy import Freshness
 from ..engine import MISSING, Call
 from ..engine.batch import batch_flow
 from ..exceptions import ConfigurationError
-from .spec import Spec, TagSpec, local_identity
+from .spec import Spec, TagSpec
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -173,23 +173,10 @@ class BatchSpec:
                 if named is None:
                     named = {**self.arguments(item_vals), "item": item}
                 tags.append(t.render(named))
-        unique = tuple(dict.fromkeys(tags))
         key = self.key_of(vals, item)
-        check_entry(key, unique, spec.function)
-        local_key, local_types = local_identity(token, item_vals, key)
-        return Call(
-            key=key,
-            local_key=local_key,
-            local_types=local_types,
-            tags=unique,
-            tag_keys=tuple(map(tag_key, unique)),
-            freshness=spec.freshness,
-            type_hint=self.type_hint,
-            on_error=spec.on_error,
-            kind=spec.kind,
-            function=spec.function,
-            lock=spec.lock,
-            policy=spec.policy,  # cache_if / none_ttl, per entry
+        # cache_if / none_ttl come with the spec's policy, per entry
+        return spec.entry_call(
+            key, tags, token, item_vals, tag_key=tag_key, type_hint=self.type_hint
         )
 
 

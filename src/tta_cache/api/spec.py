@@ -178,6 +178,20 @@ class Spec(Generic[R]):
             arguments = dict(zip(self.names, vals, strict=True))
             tags = (NAMESPACE_TAG, *(t.render(arguments) for t in self.tag_templates))
             key = self.redis_key(vals, arguments)
+        return self.entry_call(key, tags, token, vals, tag_key=tag_key, type_hint=self.type_hint)
+
+    def entry_call(
+        self,
+        key: str,
+        tags: Sequence[str],
+        token: object,
+        vals: tuple[Any, ...],
+        *,
+        tag_key: Callable[[str], str],
+        type_hint: Any,
+    ) -> Call:
+        """The :class:`Call` of one entry under ``key`` with ``tags`` (checked here, duplicates
+        dropped), for a one-entry call and for each id of a batch alike."""
         tags = tuple(dict.fromkeys(tags))
         check_entry(key, tags, self.function)
         local_key, local_types = local_identity(token, vals, key)
@@ -188,7 +202,7 @@ class Spec(Generic[R]):
             tags=tags,
             tag_keys=tuple(map(tag_key, tags)),
             freshness=self.freshness,
-            type_hint=self.type_hint,
+            type_hint=type_hint,
             on_error=self.on_error,
             kind=self.kind,
             function=self.function,
