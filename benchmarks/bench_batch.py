@@ -5,6 +5,10 @@
 2. ``cached_many`` of 100 new ids (none cached) against the same function undecorated plus one
    pipeline of 100 ``SET PX`` of its values, serialized (target: at most 1.1x).
 
+The floors do a strict subset of the loader's work (no envelope, no stamp or freshness check, no
+read before the fill), so beside them each row also reports the nearest peer, timed in the same
+rounds: dogpile.cache's ``cache_multi_on_arguments`` on a redis region (pickle).
+
 Both batches are tagged ``user:{user_id}``; the warm one ``character:{item}`` too (its versions are
 known to the process, as they are once the channel is up). A cold id's ``character:{item}`` tag
 would cost a versions script creating 100 tag keys on every call, which is Redis work, not the
@@ -50,6 +54,39 @@ def load_characters(user_id: str, character_ids: list[str]) -> dict[str, Charact
     return dict.fromkeys(character_ids, CHARACTER_STATE)
 
 
+DOGPILE = "dogpile.cache cache_multi_on_arguments (redis, pickle)"
+
+
+def dogpile_many(server: Any) -> Any:
+    """dogpile.cache's batch loader on ``server``'s Redis, or None without dogpile.cache."""
+    try:
+        import dogpile.cache as dogpile
+
+        from .bench_peers import dogpile_redis_region
+    except ImportError:
+        return None
+    region = dogpile_redis_region(dogpile, server)
+
+    @region.cache_multi_on_arguments()  # type: ignore[misc]
+    def load_characters(*character_ids: str) -> list[CharacterState]:
+        return [CHARACTER_STATE for _ in character_ids]
+
+    return load_characters
+
+
+def _peer(case: str, timings: dict[str, Any]) -> list[Row]:
+    if DOGPILE not in timings:
+        return []
+    return [
+        Row(
+            case=case,
+            ours_ns=timings["ours"].median,
+            floor_ns=timings[DOGPILE].median,
+            floor=DOGPILE,
+        )
+    ]
+
+
 def _rows(case: str, timings: dict[str, Any], floor: str, target: float, trips: str) -> Row:
     ours = timings["ours"]
     return Row(
@@ -88,16 +125,26 @@ def many_warm(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settin
 
     trips: list[str] = []
     floor = "MGET+Decoder(CharacterState) x100"
+    runners = {"ours": ours_run, floor: floor_run}
+    peer = dogpile_many(server)
+    if peer is not None:
+        peer(*ids)  # fills Redis
+
+        def peer_run(n: int) -> None:
+            for _ in range(n):
+                peer(*ids)
+
+        runners[DOGPILE] = peer_run
     try:
         hits = cache.stats()["redis"]["hits"]
         with round_trips(admin, 20, trips):
             ours_run(20)
         if cache.stats()["redis"]["hits"] - hits != 20 * MANY:
             raise RuntimeError("the warm batches were not served from Redis")
-        timings = measure({"ours": ours_run, floor: floor_run}, settings)
+        timings = measure(runners, settings)
     finally:
         raw.close()
-    return [_rows(CASES[0], timings, floor, 1.0, trips[0])]
+    return [_rows(CASES[0], timings, floor, 1.0, trips[0]), *_peer(CASES[0], timings)]
 
 
 def many_cold(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settings) -> list[Row]:
@@ -127,13 +174,22 @@ def many_cold(cache: tc.Cache, server: Any, admin: redis.Redis, settings: Settin
 
     trips: list[str] = []
     floor = "undecorated + pipeline of 100 SET"
+    runners = {"ours": ours_run, floor: floor_run}
+    peer = dogpile_many(server)
+    if peer is not None:
+
+        def peer_run(n: int) -> None:
+            for _ in range(n):
+                peer(*new_ids())
+
+        runners[DOGPILE] = peer_run
     try:
         done = cache.stats()["computations"]
         with round_trips(admin, 20, trips):
             ours_run(20)
         if cache.stats()["computations"] - done != 20 * MANY:
             raise RuntimeError("the cold batches were not computed")
-        timings = measure({"ours": ours_run, floor: floor_run}, settings)
+        timings = measure(runners, settings)
     finally:
         raw.close()
-    return [_rows(CASES[1], timings, floor, 1.1, trips[0])]
+    return [_rows(CASES[1], timings, floor, 1.1, trips[0]), *_peer(CASES[1], timings)]

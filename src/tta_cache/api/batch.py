@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.keys import NAMESPACE_TAG, encode_args, hash_tag
+from ..core.keys import NAMESPACE_TAG, args_around, hash_tag
 from ..core.policy import Freshness
 from ..engine import MISSING, Call
 from ..engine.batch import batch_flow
@@ -109,16 +109,20 @@ class BatchSpec:
     def arguments(self, vals: tuple[Any, ...]) -> dict[str, Any]:
         return dict(zip(self.spec.names, vals, strict=True))
 
-    def key_of(self, vals: tuple[Any, ...], item: Any) -> str:
-        """The Redis key of ``item``'s entry: ``cached``'s key for ``vals`` with the id in place
-        of the collection (``f.cache_key``)."""
+    def keys_for(self, vals: tuple[Any, ...]) -> Callable[[Any], str]:
+        """``item ->`` the Redis key of ``item``'s entry: ``cached``'s key for ``vals`` with the
+        id in place of the collection (``f.cache_key``); the other arguments encoded once."""
         at, spec = self.at, self.spec
-        item_vals = (*vals[:at], item, *vals[at + 1 :])
-        argpart = encode_args(item_vals, spec.names)
-        if spec.session_hash:
-            sid = hash_tag(item_vals[spec.names.index("session_id")])
-            return f"{spec.prefix}{sid}:{spec.function}:{argpart}"
-        return f"{spec.prefix}{spec.function}:{argpart}"
+        encode = args_around(vals, at, spec.names)
+        if not spec.session_hash:
+            head = f"{spec.prefix}{spec.function}:"
+            return lambda item: head + encode(item)
+        where = spec.names.index("session_id")
+        if where == at:  # the ids are session ids: each its own hash tag
+            prefix, function = spec.prefix, spec.function
+            return lambda item: f"{prefix}{hash_tag(item)}:{function}:{encode(item)}"
+        head = f"{spec.prefix}{hash_tag(vals[where])}:{spec.function}:"
+        return lambda item: head + encode(item)
 
     def calls(
         self,
@@ -134,16 +138,18 @@ class BatchSpec:
         rest = (*vals[:at], *vals[at + 1 :])
         head = (rest, tuple(map(type, rest)))
         fixed: list[str | None] | None = None
+        key_of: Callable[[Any], str] | None = None
         out = []
         for item in items:
             slot = (head, item, type(item))
             try:
                 call = memo[slot]
             except (KeyError, TypeError):
-                if fixed is None:
+                if fixed is None or key_of is None:
                     arguments = self.arguments(vals)
                     fixed = [None if per else t.render(arguments) for t, per, _ in self._tags]
-                call = self._call(vals, item, fixed, token, tag_key)
+                    key_of = self.keys_for(vals)
+                call = self._call(vals, item, fixed, key_of(item), token=token, tag_key=tag_key)
                 if self.reuse and call.local_key is not call.key:
                     if len(memo) >= 16_384:
                         memo.clear()
@@ -156,6 +162,8 @@ class BatchSpec:
         vals: tuple[Any, ...],
         item: Any,
         fixed: list[str | None],
+        key: str,
+        *,
         token: object,
         tag_key: Callable[[str], str],
     ) -> Call:
@@ -173,7 +181,6 @@ class BatchSpec:
                 if named is None:
                     named = {**self.arguments(item_vals), "item": item}
                 tags.append(t.render(named))
-        key = self.key_of(vals, item)
         # cache_if / none_ttl come with the spec's policy, per entry
         return spec.entry_call(
             key, tags, token, item_vals, tag_key=tag_key, type_hint=self.type_hint
@@ -282,7 +289,8 @@ def batch_wrapper(cache: Cache, bspec: BatchSpec) -> Callable[..., Any]:
         ids = vals[at]
         if not many or isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
             ids = [ids]
-        return [bspec.key_of(vals, item) for item in dict.fromkeys(ids)]
+        key_of = bspec.keys_for(vals)
+        return [key_of(item) for item in dict.fromkeys(ids)]
 
     def cache_key(*args: Any, **kwargs: Any) -> str:
         """The key of one id's entry: ``f.cache_key(user_id, "c1")``."""

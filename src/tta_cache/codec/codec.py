@@ -23,7 +23,7 @@ runs the same steps backwards, each refusing what it cannot vouch for, and follo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tta_cache.exceptions import ConfigurationError, DecodeError, SerializationError
@@ -219,6 +219,49 @@ class Codec:
         except Exception as exc:
             # Only the type: messages such as pydantic's or msgspec's quote the (personal) data.
             raise DecodeError(f"cannot decode payload: {type(exc).__name__}") from exc
+
+    def decode_many(
+        self,
+        raws: Sequence[bytes | None],
+        type_hint: Any,
+        keys: Sequence[str],
+        kind: str | None,
+        failed: Callable[[DecodeError], None],
+    ) -> list[Entry | None]:
+        """:meth:`decode` of each of ``raws`` (read from ``keys``, all of one ``type_hint`` and
+        ``kind``) for a batch: None stays None, and an envelope that does not decode is None
+        too, its :class:`DecodeError` handed to ``failed`` (never raised). The same checks as
+        :meth:`decode`; what is common to the batch (the typed decoder, whether an entry may be
+        plain) is looked up once, and a plain envelope of this codec's serializer is read
+        inline: on a batch of 100 this is a third of the library's own work."""
+        typed = None if type_hint is None else typed_decoder(type_hint)
+        sid = self._serializer_id
+        enc = self._encryptor
+        load: Callable[[Any], Any] | None = None
+        if self._signer is None and (enc is None or not enc.covers(kind)):  # plain allowed
+            load = self._serializer.loads if typed is None else typed.readers.get(sid)
+        out: list[Entry | None] = []
+        append = out.append
+        for raw, key in zip(raws, keys, strict=True):
+            if raw is None:
+                append(None)
+                continue
+            try:
+                if load is not None and type(raw) is bytes:
+                    frame = unpack(raw, MAC_SIZE)
+                    if not frame[1] and frame[0] == sid:  # no flags: plain, our serializer
+                        _, _, created, fresh_until, compute_time, stamp, start, end = frame
+                        value = load(raw[start:end])
+                        append(Entry(value, stamp, created, fresh_until, compute_time))
+                        continue
+                append(self._decode(raw, type_hint, key, kind))
+            except DecodeError as exc:
+                failed(exc)
+                append(None)
+            except Exception as exc:  # as decode(): the type only, never the data
+                failed(DecodeError(f"cannot decode payload: {type(exc).__name__}"))
+                append(None)
+        return out
 
     def _decode(self, raw: object, type_hint: Any, key: str, kind: str | None) -> Entry:
         if isinstance(raw, bytes):

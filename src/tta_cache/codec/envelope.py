@@ -91,7 +91,25 @@ def _stamp_struct(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}qI")
 
 
+# Packed stamps by their value: the fills of one batch, or of one process, share few stamps.
+_PACKED: dict[Any, bytes] = {}
+
+
 def _pack_stamp(stamp: Sequence[tuple[str, int]]) -> bytes:
+    try:
+        return _PACKED[stamp]
+    except KeyError:
+        pass
+    except TypeError:  # a list: not kept
+        return _pack_stamp_fresh(stamp)
+    packed = _pack_stamp_fresh(stamp)
+    if len(_PACKED) >= 4096:
+        _PACKED.clear()
+    _PACKED[stamp] = packed
+    return packed
+
+
+def _pack_stamp_fresh(stamp: Sequence[tuple[str, int]]) -> bytes:
     tags, versions = zip(*stamp, strict=True)
     block = "\x00".join(tags).encode()
     if block.count(0) != len(tags) - 1:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_TAG_LENGTH",
     "NAMESPACE_TAG",
     "Template",
+    "args_around",
     "check_entry",
     "encode_args",
     "escape",
@@ -188,8 +189,38 @@ def encode_args(values: tuple[Any, ...] | list[Any], names: tuple[str, ...] = ()
     ``names`` only improves the error message when a value cannot be encoded.
     """
     out: list[str] = []
-    for i, value in enumerate(values):
-        if i:
+    _encode_into(values, names, 0, out)
+    return _finish("".join(out))
+
+
+def args_around(
+    values: tuple[Any, ...], at: int, names: tuple[str, ...] = ()
+) -> Callable[[Any], str]:
+    """``item -> encode_args(values with item in place of values[at])``, the other arguments
+    encoded once: the ids of a batch share them."""
+    head: list[str] = []
+    _encode_into(values[:at], names, 0, head)
+    tail: list[str] = []
+    _encode_into(values[at + 1 :], names, at + 1, tail)
+    lead = "".join(head) + ("," if at else "")
+    trail = ("," if at + 1 < len(values) else "") + "".join(tail)
+
+    def encode(item: Any) -> str:
+        out = [lead]
+        _encode_into((item,), names, at, out)
+        out.append(trail)
+        return _finish("".join(out))
+
+    return encode
+
+
+def _encode_into(
+    values: tuple[Any, ...] | list[Any], names: tuple[str, ...], first: int, out: list[str]
+) -> None:
+    """Append the encodings of ``values`` (the arguments from position ``first`` on), comma
+    separated, to ``out``."""
+    for i, value in enumerate(values, first):
+        if i > first:
             out.append(",")
         try:
             _enc(value, out)
@@ -198,7 +229,10 @@ def encode_args(values: tuple[Any, ...] | list[Any], names: tuple[str, ...] = ()
             raise KeyEncodingError(f"argument {name!r}: {exc}") from None
         except RecursionError:
             raise KeyEncodingError("argument is too deeply nested to be a key") from None
-    text = "".join(out)
+
+
+def _finish(text: str) -> str:
+    """The argument part itself, or its hash when it is over :data:`MAX_ARGS_LEN`."""
     if len(text) > MAX_ARGS_LEN:
         return "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     return text

@@ -144,8 +144,11 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
             if stamps[i] is None:
                 stamps[i] = tuple((t, current[t]) for t in calls[i].tags)
     now = e.clock()
-    queued = e.holds.keys
-    decode = e.decode
+    queued = e.holds.keys  # keys whose invalidation waits for Redis (I8): not read
+    raws = read.raws
+    if queued:
+        raws = [None if calls[i].key in queued else raw for i, raw in zip(todo, raws, strict=True)]
+    entries = e.decode_many(raws, [calls[i] for i in todo])
     local = e.local.maxsize > 0
     gen = versions.gen
     # unless a version moved since the stamps were read, or an invalidation waits for Redis
@@ -155,12 +158,9 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
     waiting: list[int] = []
     release: list[int] = []
     for j, i in enumerate(todo):
-        call, stamp, raw = calls[i], stamps[i], read.raws[j]
+        call, stamp, entry = calls[i], stamps[i], entries[j]
         holder = read.holders[j] if read.holders is not None else None
         granted = lease is not None and holder == lease.token
-        entry = None
-        if raw is not None and not (queued and call.key in queued):
-            entry = decode(raw, call)
         if (
             entry is not None
             and entry.stamp == stamp
@@ -177,7 +177,7 @@ def _read(e: Engine, b: _Batch, todo: list[int]) -> Flow[tuple[list[int], list[i
             lead.append(i)
             continue
         b.holders[i] = holder
-        if raw is not None and not b.force.get(i):
+        if read.raws[j] is not None and not b.force.get(i):
             b.force[i] = True  # there but unusable: claim its lease over it, at once
             b.holders[i] = None
         waiting.append(i)

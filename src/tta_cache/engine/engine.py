@@ -227,6 +227,15 @@ class Engine:
             self.undecodable(exc)
             return None
 
+    def decode_many(
+        self, raws: Sequence[bytes | None], calls: Sequence[Call]
+    ) -> list[Entry | None]:
+        """:meth:`decode` of each of ``raws`` (None stays None) for ``calls`` of one function."""
+        first = calls[0]
+        kind = None if first.any_kind else first.kind
+        keys = [c.key for c in calls]
+        return self.codec.decode_many(raws, first.type_hint, keys, kind, self.undecodable)
+
     def oversized(self, call: Call, payload: bytes) -> bool:
         """Whether ``payload`` is over ``max_value_bytes`` (then it is counted, logged, and
         cached nowhere: the caller still gets the value)."""

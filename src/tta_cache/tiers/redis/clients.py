@@ -66,7 +66,7 @@ def make_sync_client(
     if cfg.mode == "cluster":
         from redis.cluster import ClusterNode, RedisCluster
 
-        nodes = [ClusterNode(h, p) for h, p in cfg.hosts]  # type: ignore[no-untyped-call]
+        nodes = [ClusterNode(h, p) for h, p in cfg.hosts]  # type: ignore[no-untyped-call, unused-ignore]
         common.pop("health_check_interval", None)
         return RedisCluster(
             startup_nodes=nodes,
@@ -78,12 +78,12 @@ def make_sync_client(
     if cfg.mode == "sentinel":
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(cfg.hosts),
             socket_timeout=cfg.op_timeout,
             sentinel_kwargs=_sentinel_kwargs(cfg),
         )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             cfg.service_name, db=cfg.db, ssl=cfg.ssl, retry=_retry(), **common
         )
     pool = blocking_pool(redis, cfg, common, figures or TierFigures())
@@ -126,7 +126,7 @@ def make_async_client(cfg: RedisConfig, *, figures: TierFigures | None = None) -
     if cfg.mode == "sentinel":
         from redis.asyncio.sentinel import Sentinel
 
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(cfg.hosts),
             socket_timeout=cfg.op_timeout,
             sentinel_kwargs=_sentinel_kwargs(cfg),

@@ -9,6 +9,7 @@ import re
 from types import TracebackType
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from ...exceptions import BackendError, BackendTimeout, CacheError, PoolTimeout
 
@@ -43,7 +44,8 @@ _REDIS_PY = os.path.dirname(redis.__file__) + os.sep
 
 def _inside_redis_py(tb: TracebackType | None) -> bool:
     """Whether the exception was raised inside redis-py (its Cluster client raises
-    AttributeError and the like while its topology is being refreshed after a failover)."""
+    AttributeError and the like while its topology is being refreshed after a failover; since
+    redis-py 8.2 a RedisClusterException, which is not a RedisError, in the same window)."""
     last = None
     while tb is not None:
         last, tb = tb, tb.tb_next
@@ -78,7 +80,7 @@ class translated:
             raise PoolTimeout(str(exc)) from None
         if isinstance(exc, (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)):
             raise BackendTimeout(f"redis {self.op} timed out") from exc
-        if isinstance(exc, (redis.RedisError, OSError)) or (
+        if isinstance(exc, (redis.RedisError, OSError, RedisClusterException)) or (
             isinstance(exc, (AttributeError, KeyError, IndexError, TypeError))
             and _inside_redis_py(exc.__traceback__)
         ):
