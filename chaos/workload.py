@@ -42,6 +42,7 @@ def make_cache(cfg: dict[str, Any]) -> tc.Cache:
         namespace=NAMESPACE,
         local_maxsize=cfg.get("local_maxsize", 5000),
         op_timeout=cfg.get("op_timeout", 0.25),
+        bump_replicas=cfg.get("bump_replicas", 0),
         ttl={"session": 120, "narrative": 120, "default": 120},
     )
 

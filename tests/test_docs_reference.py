@@ -92,6 +92,7 @@ def test_each_documented_url_query_option_changes_the_configuration(tmp_path: Pa
     checks: dict[str, tuple[str, Any]] = {
         "db": ("redis://h:1/0?db=3", lambda c: c.db == 3),
         "pool_timeout": ("redis://h:1/0?pool_timeout=2.5", lambda c: c.pool_timeout == 2.5),
+        "bump_replicas": ("redis://h:1/0?bump_replicas=2", lambda c: c.bump_replicas == 2),
         "ssl": ("redis://h:1/0?ssl=true", lambda c: c.ssl),
         "ssl_ca_certs": (
             f"rediss://h:1/0?ssl_ca_certs={pem}",

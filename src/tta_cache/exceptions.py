@@ -10,7 +10,8 @@
     ├── DecodeError                          a payload is corrupt, foreign, truncated or unsigned
     ├── BackendError                         Redis failed (down, slow, refused); wraps redis-py's
     │   ├── BackendTimeout (TimeoutError)    an operation exceeded ``op_timeout``
-    │   └── PoolTimeout (TimeoutError)       no pooled connection came free within ``pool_timeout``
+    │   ├── PoolTimeout (TimeoutError)       no pooled connection came free within ``pool_timeout``
+    │   └── NotReplicated                    fewer replicas than ``bump_replicas`` took a tag bump
     ├── LeaseTimeout (TimeoutError)          waited ``lock_timeout`` for another holder's fill
     └── ComputeTimeout (TimeoutError)        the decorated function exceeded its ``hard_timeout``
 
@@ -29,6 +30,7 @@ __all__ = [
     "DecodeError",
     "KeyEncodingError",
     "LeaseTimeout",
+    "NotReplicated",
     "PoolTimeout",
     "SerializationError",
     "TemplateError",
@@ -70,6 +72,16 @@ class BackendTimeout(BackendError, TimeoutError):
 class PoolTimeout(BackendError, TimeoutError):
     """No pooled connection came free within ``pool_timeout``: this process's own load (every one
     of ``max_connections`` busy), not a Redis fault, so the circuit breaker does not count it."""
+
+
+class NotReplicated(BackendError):
+    """The master took a tag bump but fewer than ``bump_replicas`` replicas acknowledged it
+    within ``op_timeout``, so a failover may lose it: the invalidation is queued as undelivered
+    (I8) and sent again. ``versions`` are the versions the master returned."""
+
+    def __init__(self, message: str, versions: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.versions = versions
 
 
 class LeaseTimeout(CacheError, TimeoutError):

@@ -64,6 +64,10 @@ class Cache(RawAccess):
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
     ``pipelining=True`` (asyncio): the Redis reads and fills of tasks of one event loop that run
     while others' are on the wire go out together as one pipeline; a lone call is sent at once.
+    ``bump_replicas=n`` (standalone and Sentinel, or the URL's ``?bump_replicas=``): an
+    invalidation lands only once ``n`` replicas acknowledge its tag bump (``WAIT``, bounded by
+    ``op_timeout``); until then it is queued, this process serves nothing it covers, and it is
+    retried, so a failover that loses the bump cannot bring back what it invalidated.
     ``clock`` (seconds) drives expiry, the breaker and throttles; tests pass a fake one.
     A value whose envelope is over ``max_value_bytes`` (default 1 MiB; ``None``: no limit) is
     returned but cached in neither tier, and counted in ``stats()["oversized_values"]``.
@@ -104,6 +108,7 @@ class Cache(RawAccess):
         pool_timeout: float | None = None,
         health_check_interval: float = 30.0,
         pipelining: bool = True,
+        bump_replicas: int = 0,
         breaker: CircuitBreaker | None = None,
         breaker_threshold: int = 5,
         breaker_window: float = 10.0,
@@ -159,6 +164,7 @@ class Cache(RawAccess):
                 **({} if pool_timeout is None else {"pool_timeout": pool_timeout}),
                 "health_check_interval": health_check_interval,
                 "pipelining": pipelining,
+                "bump_replicas": bump_replicas,
                 "extra": dict(redis_options or {}),
             },
         )

@@ -35,7 +35,7 @@ from ..codec import Codec, Entry
 from ..coherence import Message, TagVersions
 from ..core.keys import NAMESPACE_TAG, escape
 from ..core.policy import BreakerState, CircuitBreaker, Freshness
-from ..exceptions import BackendError, DecodeError, PoolTimeout
+from ..exceptions import BackendError, DecodeError, NotReplicated, PoolTimeout
 from ..observability import (
     Chain,
     ConnectionStats,
@@ -197,7 +197,8 @@ class Engine:
         """Count, log, and raise only when asked to (I4)."""
         kind = type(exc.__cause__ or exc).__name__
         self.stats.error(kind)
-        if isinstance(exc, BackendError) and not isinstance(exc, PoolTimeout):  # Redis's fault
+        # Redis's fault; not a pool wait (this process's load) or a replica behind (NotReplicated)
+        if isinstance(exc, BackendError) and not isinstance(exc, (PoolTimeout, NotReplicated)):
             self.breaker.record_failure()
             self.connection.down(exc)
         log.warning("tta-cache %s failed (%s): %s; serving without it", what, kind, exc)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import Entry
 from ..coherence import Message
 from ..core.policy import expiries, redis_ttl_ms
-from ..exceptions import BackendError
+from ..exceptions import BackendError, NotReplicated
 from .call import MISSING, Call, Flow
 
 if TYPE_CHECKING:
@@ -174,6 +174,11 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
             new = yield ("bump", bump)
             e.versions.merge(zip(tags, new, strict=True))
             e.stats.add(invalidations_sent=1)
+        except NotReplicated as exc:  # the master took it; a failover may still lose it (I8)
+            e.versions.merge(zip(tags, exc.versions, strict=True))
+            e.stats.add(invalidations_sent=1)
+            e.queue.add(tags, ())
+            errors.append((exc, "invalidate"))
         except BackendError as exc:
             e.queue.add(tags, ())
             lost_tags = tags

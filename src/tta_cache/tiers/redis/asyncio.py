@@ -97,12 +97,12 @@ class AsyncRedisTier(TierBase):
                 reply = replies.lease_reply(await script(keys=keys, args=args))
             return self._leased(reply, await self.versions(tag_keys) if tag_keys else None)
 
-    async def _send(self, sent: Sequence[Command]) -> list[Any]:
+    async def _send(self, sent: Sequence[Command], *, pooled: bool = False) -> list[Any]:
         """:meth:`RedisTier._send`; ``async with`` resets a failed pipeline, so its connection
         goes back to the pool."""
         client = self.client
         for attempt in (1, 2):
-            if client._tta_lane is not None:
+            if client._tta_lane is not None and not pooled:
                 got = await client._tta_lane.pipeline(*sent)
             else:
                 async with client.pipeline(transaction=False) as pipe:
@@ -220,6 +220,9 @@ class AsyncRedisTier(TierBase):
         script = self.client._tta_scripts.bump
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
+            waited = self._bump_waited(tag_keys, [ttl, channel, head, *tags])
+            if waited is not None:  # WAIT blocks its connection: a pooled one, not the lane's
+                return self._bumped(await self._send(waited, pooled=True), len(tag_keys))
             out: list[int] = []
             for keys, names in self._runs(tag_keys, tags):
                 reply = await script(keys=keys, args=[ttl, channel, head, *names])

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .commands import Command, Lease, fill_plan, script_runs
+from ...exceptions import NotReplicated
+from .commands import Command, Lease, bump_commands, fill_plan, script_runs
 from .config import RedisConfig
 from .figures import TierFigures
 from .replies import LeaseReply, Read, entry_reply, lease_reply, same_slot, versions_reply
@@ -50,6 +51,27 @@ class TierBase:
         self, key: str, payload: bytes | None, px: int, lease: Lease, notice: bytes
     ) -> tuple[Command | None, list[str], list[Any]]:
         return fill_plan(key, payload, px, lease, notice, apart=self._apart(key, lease))
+
+    def _bump_waited(self, tag_keys: Sequence[str], args: list[Any]) -> list[Command] | None:
+        """With ``bump_replicas``, the bump and its ``WAIT`` (half of ``op_timeout``, so that
+        the reply comes back before the socket times out); else None (the plain script)."""
+        replicas = self.cfg.bump_replicas
+        if not replicas:
+            return None
+        return bump_commands(tag_keys, args, replicas, max(1, int(self.cfg.op_timeout * 500)))
+
+    def _bumped(self, replies: Sequence[Any], count: int) -> tuple[int, ...]:
+        """The versions of :meth:`_bump_waited`'s replies; :class:`NotReplicated` (with them)
+        when fewer replicas than ``bump_replicas`` acknowledged the bump."""
+        reply, acked = replies
+        if isinstance(reply, Exception):
+            raise reply
+        versions = self._versions_of(reply, count)
+        wanted = self.cfg.bump_replicas
+        if isinstance(acked, Exception) or int(acked) < wanted:
+            got = "an error" if isinstance(acked, Exception) else f"{int(acked)} of {wanted}"
+            raise NotReplicated(f"redis WAIT: {got} replicas took the tag bump in time", versions)
+        return versions
 
     def _versions_of(self, reply: Any, count: int) -> tuple[int, ...]:
         versions, replaced = versions_reply(reply, count)

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .scripts import FILL_SHA, LEASE_READ_SHA, VERSIONS_SHA
+from .scripts import BUMP_SHA, FILL_SHA, LEASE_READ_SHA, VERSIONS_SHA
 
 __all__ = [
     "Command",
     "Lease",
+    "bump_commands",
     "delete_commands",
     "fill_command",
     "fill_plan",
@@ -56,6 +57,14 @@ def lease_read_commands(
     if tag_keys:
         commands.append(_versions(tag_keys, ttl))
     return commands
+
+
+def bump_commands(
+    keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
+) -> list[Command]:
+    """The bump script, then ``WAIT`` for ``replicas`` to acknowledge it, on one connection (WAIT
+    counts the writes of the connection it is sent on)."""
+    return [("EVALSHA", BUMP_SHA, len(keys), *keys, *args), ("WAIT", replicas, timeout_ms)]
 
 
 def set_commands(items: Sequence[tuple[str, bytes, int]]) -> list[Command]:

@@ -82,6 +82,9 @@ class RedisConfig:
     health_check_interval: float = 30.0
     # asyncio: concurrent hot commands of one event loop go out as one pipeline (.autopipe)
     pipelining: bool = True
+    # Replicas that must acknowledge a tag bump (WAIT) before the invalidation counts as landed:
+    # an acknowledged INCR the master had not replicated is lost in a failover (docs/reliability.md)
+    bump_replicas: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsOptions = field(default_factory=TlsOptions)
     """CA, client certificate and checks of TLS connections (used when ``ssl``)."""
@@ -105,6 +108,13 @@ class RedisConfig:
         timeout = self.pool_timeout
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"pool_timeout must be > 0 seconds, not {timeout!r}")
+        replicas = self.bump_replicas
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ConfigurationError(f"bump_replicas must be an int >= 0, not {replicas!r}")
+        if replicas and self.mode == "cluster":
+            # WAIT counts the writes of the connection it is sent on; a Cluster client spreads one
+            # invalidation's bumps over the masters' pools, with no connection to send it on.
+            raise ConfigurationError("bump_replicas is not supported on Redis Cluster yet")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
@@ -145,6 +155,12 @@ class RedisConfig:
                 overrides["pool_timeout"] = float(given)
             except ValueError:
                 raise ConfigurationError(f"pool_timeout must be seconds, not {given!r}") from None
+        if "bump_replicas" in query and not overrides.get("bump_replicas"):
+            given = query["bump_replicas"][0]
+            try:
+                overrides["bump_replicas"] = int(given)
+            except ValueError:
+                raise ConfigurationError(f"bump_replicas must be an int, not {given!r}") from None
         return cls(
             url=url,
             mode=mode,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BUMP_LUA",
+    "BUMP_SHA",
     "FILL_LUA",
     "FILL_SHA",
     "LEASE_MANY_LUA",
@@ -196,12 +197,21 @@ def _sha(script: str) -> str:
 
 
 VERSIONS_SHA = _sha(VERSIONS_LUA)
+BUMP_SHA = _sha(BUMP_LUA)
 LEASE_READ_SHA = _sha(LEASE_READ_LUA)
 FILL_SHA = _sha(FILL_LUA)
 LEASE_MANY_SHA = _sha(LEASE_MANY_LUA)
 TAKE_SHA = _sha(TAKE_LUA)
 RELEASE_SHA = _sha(RELEASE_LUA)
-PIPELINED = (VERSIONS_LUA, LEASE_READ_LUA, FILL_LUA, LEASE_MANY_LUA, TAKE_LUA, RELEASE_LUA)
+PIPELINED = (
+    VERSIONS_LUA,
+    BUMP_LUA,
+    LEASE_READ_LUA,
+    FILL_LUA,
+    LEASE_MANY_LUA,
+    TAKE_LUA,
+    RELEASE_LUA,
+)
 """The scripts sent by EVALSHA inside pipelines (loaded again when Redis lost them)."""
 
 

@@ -72,12 +72,13 @@ class RedisTier(TierBase):
                 reply = replies.lease_reply(self.scripts.lease_read(keys=keys, args=args))
             return self._leased(reply, self.versions(tag_keys) if tag_keys else None)
 
-    def _send(self, sent: Sequence[Command]) -> list[Any]:
-        """Send commands in one round trip (on the lane, else a pipeline); error replies come back
-        in place. Scripts go by EVALSHA (redis-py's script objects would send SCRIPT EXISTS first,
-        a round trip more); one Redis lost is loaded and the commands are sent again."""
+    def _send(self, sent: Sequence[Command], *, pooled: bool = False) -> list[Any]:
+        """Send commands in one round trip (on the lane, else, or when ``pooled``, a pipeline on a
+        pooled connection); error replies come back in place. Scripts go by EVALSHA (redis-py's
+        script objects would send SCRIPT EXISTS first, a round trip more); one Redis lost is
+        loaded and the commands are sent again."""
         for attempt in (1, 2):
-            if self.lane is not None:
+            if self.lane is not None and not pooled:
                 got = self.lane.pipeline(*sent)
             else:
                 pipe = self.client.pipeline(transaction=False)
@@ -187,6 +188,9 @@ class RedisTier(TierBase):
         (in Cluster one run per tag, each publishing its own)."""
         with translated("EVALSHA bump"):
             ttl = self._tag_ttl()
+            waited = self._bump_waited(tag_keys, [ttl, channel, head, *tags])
+            if waited is not None:  # WAIT blocks its connection: a pooled one, not the lane's
+                return self._bumped(self._send(waited, pooled=True), len(tag_keys))
             out: list[int] = []
             for keys, names in self._runs(tag_keys, tags):
                 reply = self.scripts.bump(keys=keys, args=[ttl, channel, head, *names])
