@@ -329,8 +329,10 @@ def test_invalidation_while_redis_is_down_is_served_by_nobody_and_arrives_after_
             assert message is not None, "the queued invalidation was not published"
             delivered = Message(json.loads(message["data"]))
             assert delivered.origin == cache.engine.origin
-            assert delivered.versions == ((TAG, recreated + 1),)
-            assert int(admin.get(TAG_KEY) or 0) == recreated + 1
+            ((tag, delivered_version),) = delivered.versions
+            assert tag == TAG
+            assert delivered_version > recreated
+            assert int(admin.get(TAG_KEY) or 0) == delivered_version
             assert cache.stats()["invalidations"]["sent"] == 1
             assert load("d1") == 2
             observer.close()

@@ -8,6 +8,13 @@ so an L1 hit only compares one integer unless something changed since the entry 
 The map is *trusted* while the invalidation channel (:mod:`.channel`) is up and keeps it current,
 and only for a window (40 ms) after the channel thread last found nothing unread; past it,
 :meth:`TagVersions.revive` asks the channel whether a message can be waiting before trusting on.
+
+When trust changes the map is emptied (refetched on use), but what it knew is kept as *floors*:
+a version this process has seen is a lower bound of the tag's version, so :meth:`behind` still
+knows that an entry or a computation stamped older is stale (I1 across a dropped channel). The
+first fetch of a tag after the change settles its floor: at or above it, the floor is done with;
+below it, Redis lost a bump (a failover, a restart that kept old data) and ``on_regress`` hears
+the tag, so that the engine issues its invalidation again.
 """
 
 from __future__ import annotations
@@ -58,10 +65,15 @@ class TagVersions:
         self.maxsize = maxsize
         self.lock = threading.Lock()
         self.gen = 0
+        # Moves on every invalidation this process issues or sees move a version it knows: a
+        # computation whose stamp is unknown (Redis unreadable) is joined only while it stays.
+        self.invalidations = 0
         self.epoch = 0  # moves on every trust change: a fetch begun before it must not be merged
         self.trusted = trusted
         self.pending: frozenset[str] = frozenset()  # tags whose invalidation has not reached Redis
         self.pending_all = False  # the pending queue overflowed: nothing is valid until drained
+        self._floor: dict[str, int] = {}  # versions seen before the last trust change
+        self.on_regress: Callable[[list[str]], None] | None = None
 
     def get(self, tag: str) -> int | None:
         return self._map.get(tag)
@@ -151,9 +163,12 @@ class TagVersions:
             return True
         m = self._map
         pending = self.pending
+        floor = self._floor
         for t, v in stamp:
             cur = m.get(t)
             if (cur is not None and cur > v) or t in pending:
+                return True
+            if floor and floor.get(t, v) > v:
                 return True
         return False
 
@@ -164,11 +179,15 @@ class TagVersions:
         versions may predate pushes this process never saw, so they are not kept.
         """
         moved = False
+        regressed: list[str] = []
         with self.lock:
             if epoch is not None and (epoch != self.epoch or not self.trusted):
                 return False
             m = self._map
+            floor = self._floor
             for t, v in versions:
+                if floor and t in floor and v < floor.pop(t):
+                    regressed.append(t)  # Redis lost a bump this process had seen
                 cur = m.get(t)
                 if cur is None or v > cur:
                     m[t] = v
@@ -181,10 +200,24 @@ class TagVersions:
                 moved = True
             if moved:
                 self.gen += 1
+                self.invalidations += 1
+        if regressed and self.on_regress is not None:
+            self.on_regress(regressed)
         return moved
+
+    def _keep_floors(self) -> None:
+        """Under ``lock``: what the map knows becomes floors before it is emptied."""
+        floor = self._floor
+        for t, v in self._map.items():
+            if floor.get(t, -1) < v:
+                floor[t] = v
+        if len(floor) > self.maxsize:
+            for t in list(floor)[: len(floor) - self.maxsize]:
+                del floor[t]
 
     def distrust(self) -> None:
         with self.lock:
+            self._keep_floors()
             self.trusted = False
             self.fresh_until = 0.0
             self._map.clear()
@@ -193,6 +226,7 @@ class TagVersions:
 
     def trust(self) -> None:
         with self.lock:
+            self._keep_floors()
             self._map.clear()  # refetched on first use: nothing pushed while away is missed
             self.trusted = True
             self.epoch += 1
@@ -203,6 +237,12 @@ class TagVersions:
             self.pending = tags
             self.pending_all = overflow
             self.gen += 1
+            self.invalidations += 1
+
+    def invalidating(self) -> None:
+        """This process issues an invalidation (before it is sent)."""
+        with self.lock:
+            self.invalidations += 1
 
     def bump_local(self, tags: Sequence[str]) -> tuple[int, ...]:
         """Local-only mode: the map is the source of truth; versions start at the clock."""

@@ -162,7 +162,7 @@ class AsyncDriver:
             except asyncio.CancelledError:
                 if not flight.future.cancelled():
                     raise  # we were cancelled, not the leader
-        flight = Flight(loop.create_future())
+        flight = e.flights.start(loop.create_future())
         future = flight.future
         assert future is not None
         flights[call.key] = flight

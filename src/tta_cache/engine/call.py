@@ -70,10 +70,12 @@ class Call:
 class Flight:
     """One in-process computation of a key that concurrent callers of the same key join (I5)."""
 
-    __slots__ = ("done", "doomed", "error", "future", "result", "stamp")
+    __slots__ = ("done", "doomed", "error", "future", "result", "seen", "stamp")
 
-    def __init__(self, future: asyncio.Future[Any] | None = None) -> None:
+    def __init__(self, future: asyncio.Future[Any] | None = None, seen: int = -1) -> None:
         self.stamp: Stamp | None = None  # the versions the computation is stamped with, once known
+        # ``TagVersions.invalidations`` when it started (-1: never joined while unstamped)
+        self.seen = seen
         self.doomed = False  # a per-call invalidation hit it: its result is not cached
         self.result: Any = MISSING
         self.error: BaseException | None = None

@@ -26,6 +26,7 @@ NAMES = (
     "transaction_fills_skipped",
     "invalidations_announced",
     "invalidations_adopted",
+    "invalidations_reissued",
     "entries_skipped",
     "cache_if_refused",
     "cache_if_errors",

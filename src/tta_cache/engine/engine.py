@@ -125,6 +125,7 @@ class Engine:
         self.bounds = Bounds(self.counters)
         self.holds = Holds(self.versions)
         self.queue = InvalidationQueue(self.holds, self.stats, self.rng)
+        self.versions.on_regress = self._reissue
         self.deferral = Deferral(self.holds, self.counters)
         self.link = ChannelLink(
             redis,
@@ -285,6 +286,14 @@ class Engine:
         if keys:
             self.drop_keys(keys)
 
+    def _reissue(self, tags: list[str]) -> None:
+        """Redis holds an older version of ``tags`` than this process has seen: a bump was lost
+        (a failover, a restart from old data). Issue it again through the queue (I8), which
+        holds what it covers meanwhile; the new version is above every entry stamped before."""
+        log.warning("tta-cache: %d tag version(s) went back in Redis; invalidated again", len(tags))
+        self.queue.add(tags, ())
+        self.counters.add(invalidations_reissued=1)
+
     def _failed_over(self, address: tuple[str, int]) -> None:
         """A Sentinel named a new master (on the watch's thread). Writes made to the old one since
         it stopped replicating are lost, invalidations included, so: drop every kept connection,
@@ -351,10 +360,12 @@ class Engine:
             "failovers": c["failovers"],
             "transactions": transaction_stats(c),
             "not_cached": entry_stats(c),  # by choice: cache_if, none_ttl, entry.skip()
-            # Cluster: invalidations Redis did not take, announced to / adopted from others.
+            # Invalidations Redis (a Cluster master) or its replicas (bump_replicas) did not
+            # take, announced to / adopted from others; and those Redis lost, issued again.
             "adopted_invalidations": {
                 "announced": c["invalidations_announced"],
                 "adopted": c["invalidations_adopted"],
+                "reissued": c["invalidations_reissued"],
             },
             "breaker": {
                 "state": breaker.state.value,

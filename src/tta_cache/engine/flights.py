@@ -12,6 +12,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from ..coherence import TagVersions
 from .call import Flight
@@ -49,13 +50,20 @@ class Flights:
             flights = self._loops.setdefault(loop, {})
         return flights
 
+    def start(self, future: asyncio.Future[Any] | None = None) -> Flight:
+        """A flight to put in a table, knowing which invalidations it started after."""
+        return Flight(future, self.versions.invalidations)
+
     def joinable(self, flight: Flight | None) -> bool:
-        # A computation that started before an invalidation must not be joined (I1).
-        return (
-            flight is not None
-            and not flight.doomed
-            and (flight.stamp is None or not self.versions.behind(flight.stamp))
-        )
+        # A computation that started before an invalidation must not be joined (I1): one with a
+        # stamp while no newer version is known; one without (its read failed) while nothing was
+        # invalidated since it started.
+        if flight is None or flight.doomed:
+            return False
+        stamp = flight.stamp
+        if stamp is None:
+            return flight.seen == self.versions.invalidations
+        return not self.versions.behind(stamp)
 
     def doom(self, keys: Sequence[str]) -> None:
         """``keys`` were invalidated: no flight of them is joined, and none is cached."""

@@ -5,6 +5,11 @@ While an invalidation waits here its tags and keys are held (``deferral.Holds``)
 here is never read from Redis. The queue is bounded: on
 overflow only the namespace epoch is bumped (everything older is invalid), which one retry carries.
 The channel thread calls :meth:`InvalidationQueue.retry` on each tick while connected.
+
+Each tag and key remembers the sequence number of the last :meth:`~InvalidationQueue.add` that
+queued it: a retry drops only what it sent and nobody queued again meanwhile. An invalidation that
+fails while a retry of the same tag is on the wire may have changed the data after the retry's
+bump reached Redis; dropping it with the retry would lose it (I8).
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ class InvalidationQueue:
         self.rng = rng
         self.limit = limit
         self.lock = threading.Lock()
-        self.tags: dict[str, None] = {}
-        self.keys: dict[str, None] = {}
+        self.tags: dict[str, int] = {}  # tag -> sequence number of the add that last queued it
+        self.keys: dict[str, int] = {}
         self.overflow = False
+        self._overflow_seq = 0
+        self._seq = 0
         self._failures = 0
         self._retry_at = 0.0
 
@@ -64,10 +71,11 @@ class InvalidationQueue:
 
     def add(self, tags: Iterable[str], keys: Iterable[str]) -> None:
         with self.lock:
-            self.tags.update(dict.fromkeys(tags))
-            self.keys.update(dict.fromkeys(keys))
+            self._seq = seq = self._seq + 1
+            self.tags.update(dict.fromkeys(tags, seq))
+            self.keys.update(dict.fromkeys(keys, seq))
             if len(self.tags) + len(self.keys) > self.limit:
-                self.overflow = True
+                self.overflow, self._overflow_seq = True, seq
                 self.tags.clear()
             self.stats.add(invalidations_queued=1)
             self.holds.queued(self.tags, self.keys, overflow=self.overflow)
@@ -80,11 +88,12 @@ class InvalidationQueue:
         if now < self._retry_at:
             return
         with self.lock:
-            tags = list(self.tags)
+            sent = self._seq
+            queued = list(self.tags)
             keys = list(self.keys)
             overflow = self.overflow
-        if overflow:
-            tags = [NAMESPACE_TAG]  # too many to keep: everything older is invalid
+        # Too many to keep: the namespace epoch's bump makes everything older invalid.
+        tags = [NAMESPACE_TAG] if overflow else queued
         try:
             deliver(tags, keys)
         except BackendError as exc:
@@ -96,11 +105,14 @@ class InvalidationQueue:
         self._failures = 0
         self.stats.add(invalidations_sent=int(bool(tags)) + int(bool(keys)))
         with self.lock:
-            for t in tags:
-                self.tags.pop(t, None)
+            # Queued again while this retry was on the wire: kept for the next one.
+            for t in queued:
+                if self.tags.get(t, sent + 1) <= sent:
+                    del self.tags[t]
             for k in keys:
-                self.keys.pop(k, None)
-            if overflow:
+                if self.keys.get(k, sent + 1) <= sent:
+                    del self.keys[k]
+            if overflow and self._overflow_seq <= sent:
                 self.overflow = False
             self.holds.queued(self.tags, self.keys, overflow=self.overflow)
         log.info("queued invalidations delivered: %d tags, %d keys", len(tags), len(keys))

@@ -146,6 +146,7 @@ def invalidate_flow(
     serves nothing they cover once this returns (I1)."""
     tags = list(dict.fromkeys(tags))
     keys = list(dict.fromkeys(keys))
+    e.versions.invalidating()  # no computation under way is joined after this (I1)
     tx = e.deferral.current()
     if tx is not None and e.deferral.hold(tx, tags, keys):
         if keys:
@@ -168,6 +169,7 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
     lost_tags: list[str] = []
     lost_keys: list[str] = []
     errors: list[tuple[BackendError, str]] = []
+    unreplicated = False
     if tags:
         try:
             bump = (tuple(e.tag_key(t) for t in tags), tags, e.channel, Message.head(e.origin))
@@ -178,6 +180,7 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
             e.versions.merge(zip(tags, exc.versions, strict=True))
             e.stats.add(invalidations_sent=1)
             e.queue.add(tags, ())
+            lost_tags, unreplicated = tags, True
             errors.append((exc, "invalidate"))
         except BackendError as exc:
             e.queue.add(tags, ())
@@ -191,10 +194,12 @@ def send_flow(e: Engine, tags: list[str], keys: list[str], on_error: str) -> Flo
             e.queue.add((), keys)
             lost_keys = keys
             errors.append((exc, "delete"))
-    if errors and e.redis.cluster:
+    if errors and (e.redis.cluster or unreplicated):
         # A Cluster master holding some of these keys is down, others may be up and hold the
         # other processes' channels: tell them through any live node, so that they queue the
-        # invalidation too (I8) and serve nothing it affects until Redis takes it (I2).
+        # invalidation too (I8) and serve nothing it affects until Redis takes it (I2). A bump
+        # no replica acknowledged likewise: the others heard it, but a failover may lose it
+        # and rebuild their maps without it, so each keeps it until a retry is acknowledged.
         message = Message.for_adoption(e.origin, lost_tags, lost_keys)
         announced = yield ("announce", (e.channel, message))
         e.counters.add(invalidations_announced=int(bool(announced)))

@@ -138,7 +138,7 @@ class SyncDriver:
         with flights.lock:
             flight = table.get(call.key)
             if flight is None or not flights.joinable(flight):
-                flight = table[call.key] = Flight()
+                flight = table[call.key] = flights.start()
                 done = None
             else:
                 done = flight.done = flight.done or threading.Event()

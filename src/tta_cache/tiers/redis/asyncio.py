@@ -231,9 +231,13 @@ class AsyncRedisTier(TierBase):
 
     async def announce(self, channel: str, message: bytes) -> bool:
         """See :meth:`~.sync.RedisTier.announce`."""
-        if not self.cluster:
-            return False
         client = self.client
+        if not self.cluster:
+            try:
+                await client.execute_command("PUBLISH", channel, message)
+                return True
+            except Exception:
+                return False
         for node in announce_order(client.get_nodes()):
             try:
                 await client.execute_command("PUBLISH", channel, message, target_nodes=node)

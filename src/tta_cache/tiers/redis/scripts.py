@@ -78,15 +78,28 @@ return out
 # and their new versions in the same atomic step, so subscribers see versions of one tag in
 # increasing order. In a cluster it runs once per tag key, each run publishing its own tag.
 # Returns the new versions, then the number of corrupt keys replaced.
+#
+# A bump moves a version to the server's clock in microseconds, or one past it if that is not
+# larger (INCR: more than one bump in a microsecond, or a clock behind). So a version is never
+# issued twice, even across a failover that lost bumps: the promoted replica's next bump is later
+# than any the old master issued and lost, and an entry stamped with a lost version (still in some
+# process's L1) can never match again. Equal-length digit strings compare as numbers; a Lua number
+# would lose digits past 2^53.
 BUMP_LUA = (
     _INIT
     + """
 local ttl = tonumber(ARGV[1])
 local out = {}
 local names = {}
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', tonumber(t[2]))
 for i, k in ipairs(KEYS) do
-  version(k, ttl)
-  redis.call('INCR', k)
+  local v = version(k, ttl)
+  if #v < #now or (#v == #now and v < now) then
+    redis.call('SET', k, now, 'KEEPTTL')
+  else
+    redis.call('INCR', k)
+  end
   out[i] = redis.call('GET', k)
   names[i] = ARGV[i + 3]
 end

@@ -198,11 +198,15 @@ class RedisTier(TierBase):
             return tuple(out)
 
     def announce(self, channel: str, message: bytes) -> bool:
-        """Cluster: PUBLISH ``message`` through the first node that takes it (any node's PUBLISH
-        reaches every node's subscribers), trying at most :data:`ANNOUNCE_NODES`. Whether one
-        did; never raises. Elsewhere nothing is sent (False): the one server is the one down."""
+        """PUBLISH ``message``; on a Cluster through the first node that takes it (any node's
+        PUBLISH reaches every node's subscribers), trying at most :data:`ANNOUNCE_NODES`.
+        Whether one did; never raises."""
         if not self.cluster:
-            return False
+            try:
+                self.client.execute_command("PUBLISH", channel, message)
+                return True
+            except Exception:
+                return False
         for node in announce_order(self.client.get_nodes()):
             try:
                 self.client.execute_command("PUBLISH", channel, message, target_nodes=node)
