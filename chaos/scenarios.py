@@ -321,12 +321,9 @@ SCENARIOS = [
         Sentinel,
         sentinel_failover,
         {"short": 0, "full": 0},
-        # an acknowledged bump the replica had not taken is lost in the failover; bump_replicas
-        # closes that path (tests/integration/test_bump_replicas.py), not every one
+        # an acknowledged bump the replica had not taken is lost in the failover, unless it
+        # waits for a replica (tests/integration/test_bump_replicas.py; docs/reliability.md)
         cfg={"bump_replicas": 1},
-        known_failure="with bump_replicas=1, reads older than an invalidation that had returned "
-        "for up to ~0.2 s after SENTINEL FAILOVER (0-5 in the issuing process, I1) in 2 of 3 "
-        "runs; without it up to ~4 s; see docs/reliability.md",
     ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
