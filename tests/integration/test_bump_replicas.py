@@ -24,20 +24,18 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import pytest
-from tests.helpers.redis_server import RedisServer
 
 import tta_cache as tc
+from helpers.redis_server import RedisServer
+from helpers.waiting import eventually, reconnected
 from tta_cache.exceptions import ConfigurationError, NotReplicated
 
 pytestmark = pytest.mark.redis
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.01)
+    if not eventually(predicate, timeout):
+        raise TimeoutError(what)
 
 
 def _linked(replica: RedisServer) -> bool:
@@ -74,14 +72,6 @@ def _copy_back(keys: list[str], source: RedisServer, target: RedisServer) -> Non
             dst.set(key, value, px=ttl if ttl > 0 else None)
 
 
-def _reconnected(cache: tc.Cache, before: int) -> Callable[[], bool]:
-    def done() -> bool:
-        channel = cache.stats()["channel"]
-        return bool(channel["reconnects"] > before and channel["channel"] == "up")
-
-    return done
-
-
 def _loss_played(
     pair: tuple[RedisServer, RedisServer],
     lost: Callable[[], object] = lambda: None,
@@ -113,7 +103,7 @@ def _loss_played(
     _copy_back([key, tag_key], replica, master)  # the promoted replica's data: v, entry 1
     lost()
     cache.engine.link.kick()
-    wait_for(_reconnected(cache, before), "channel back")
+    wait_for(reconnected(cache, before), "channel back")
     return cache, lambda: load("s1"), truth
 
 
@@ -245,7 +235,7 @@ def _listener(url: str, truth: Any, filled: Event, heard: Event, lost: Event, ou
         assert lost.wait(30.0)
         before = cache.stats()["channel"]["reconnects"]
         cache.engine.link.kick()
-        wait_for(_reconnected(cache, before), "channel back")
+        wait_for(reconnected(cache, before), "channel back")
         out.put({"served": [load("s1") for _ in range(5)], "adopted": adopted})
     finally:
         cache.close()

@@ -11,25 +11,15 @@ retry is held between its bump and its bookkeeping with Events.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import tta_cache as tc
 from helpers.proxy import TcpProxy
+from helpers.waiting import eventually, reconnected
 
 pytestmark = pytest.mark.redis
-
-
-def eventually(check: Callable[[], object], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _loader(cache: tc.Cache, truth: dict[str, int]) -> Any:
@@ -40,11 +30,6 @@ def _loader(cache: tc.Cache, truth: dict[str, int]) -> Any:
         return truth[user_id]
 
     return load
-
-
-def _reconnected(cache: tc.Cache, before: int) -> bool:
-    channel = cache.stats()["channel"]
-    return bool(channel["reconnects"] > before and channel["channel"] == "up")
 
 
 def _fail_an_invalidation(cache: tc.Cache, proxy: TcpProxy) -> None:
@@ -89,7 +74,7 @@ def test_an_invalidation_failing_during_a_retry_of_its_tag_stays_queued(
         before = issuer.stats()["channel"]["reconnects"]
         proceed.set()  # the retry's bookkeeping, then the channel thread finds its socket cut
         redis_proxy.heal()
-        assert eventually(lambda: _reconnected(issuer, before)), "the channel thread went on"
+        assert eventually(reconnected(issuer, before)), "the channel thread went on"
 
         assert [load("u1") for _ in range(3)] == [3] * 3  # I1: never 2
         assert eventually(lambda: issuer.engine.queued == 0), "the second invalidation lands"

@@ -106,8 +106,19 @@ def test_fill_writes_releases_only_its_own_lease_and_publishes_the_notice(redis_
 
 
 def test_waiter_gets_the_holders_value_and_is_woken_by_the_fill_notice(
-    caches: list[tc.Cache],
+    caches: list[tc.Cache], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # B's re-reads are paced to the end of its wait (5 s, lock_timeout): before then only A's
+    # fill notice can send it reading again. Without the pacing, B's own 5 ms re-read could find
+    # A's fill first, and whether the notice woke it would be the scheduler's choice.
+    leases = caches[1].engine.leases
+    pause = leases.pause
+
+    def slow_pause(wait: Any, holder: str | None) -> float | None:
+        paced = pause(wait, holder)
+        return None if paced is None else max(paced, wait.until - time.monotonic())
+
+    monkeypatch.setattr(leases, "pause", slow_pause)
     runs: list[str] = []
     entered = threading.Event()
     release = threading.Event()
@@ -137,9 +148,10 @@ def test_waiter_gets_the_holders_value_and_is_woken_by_the_fill_notice(
     b.join(WAIT)
     assert got == {"A": "A:x", "B": "A:x"}
     assert runs == ["A"]
-    leases = caches[1].stats()["leases"]
-    assert leases["waits"] == 1
-    assert leases["wakeups"] >= 1  # A's notice reached B through the channel
+    counted = caches[1].stats()["leases"]
+    assert counted["waits"] == 1
+    assert counted["wakeups"] == 1  # A's notice reached B through the channel
+    assert counted["timeouts"] == 0  # and B did not wait its lease out
     assert caches[0].stats()["leases"]["granted"] == 1
 
 

@@ -13,30 +13,16 @@ invalidation is issued again. Real Redis, through the fault proxy where it must 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import tta_cache as tc
 from helpers.proxy import TcpProxy
+from helpers.waiting import eventually, reconnected
 
 pytestmark = pytest.mark.redis
-
-
-def eventually(check: Callable[[], object], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _reconnected(cache: tc.Cache, before: int) -> bool:
-    channel = cache.stats()["channel"]
-    return bool(channel["reconnects"] > before and channel["channel"] == "up")
 
 
 class Slow:
@@ -97,7 +83,7 @@ def test_a_computation_begun_before_the_invalidation_is_not_joined_after_a_chann
         cache.invalidate(user="u1")  # returns: a newer version in Redis and in the map
         before = cache.stats()["channel"]["reconnects"]
         cache.engine.link.kick()  # the channel drops: the map is emptied
-        assert eventually(lambda: _reconnected(cache, before)), "channel back"
+        assert eventually(reconnected(cache, before)), "channel back"
         on_its_own, value = _second_caller(slow)
         first.join(30.0)
         assert (on_its_own, value) == (True, 2)  # never the computation from truth 1
@@ -107,52 +93,53 @@ def test_a_computation_begun_before_the_invalidation_is_not_joined_after_a_chann
         cache.close()
 
 
+@pytest.fixture
+def unreadable(redis_proxy: TcpProxy) -> Iterator[tc.Cache]:
+    """A cache whose channel came up, then Redis unreachable: every read fails (fail-open)."""
+    cache = tc.Cache(redis_proxy.url, op_timeout=0.25, health_check_interval=0, lock_timeout=60)
+    try:
+        assert cache.wait_ready(10.0)
+        redis_proxy.refuse()
+        redis_proxy.cut()
+        yield cache
+    finally:
+        cache.close()
+
+
 def test_an_unstamped_computation_is_not_joined_after_an_invalidation(
-    redis_proxy: TcpProxy,
+    unreadable: tc.Cache,
 ) -> None:
     """Redis unreadable: the first call's stamp is unknown; an invalidation that fails (and is
     queued) still keeps later callers off it."""
-    cache = tc.Cache(redis_proxy.url, op_timeout=0.25, health_check_interval=0, lock_timeout=60)
-    try:
-        assert cache.wait_ready(10.0)
-        redis_proxy.refuse()
-        redis_proxy.cut()
-        slow = Slow(cache)
-        first, _, _ = _in_thread(lambda: slow.load("u1"))
-        assert slow.entered.wait(30.0)
-        slow.truth["u1"] = 2
-        cache.invalidate(user="u1")  # fail-open: queued (I8)
-        assert cache.engine.queued >= 1
-        on_its_own, value = _second_caller(slow)
-        first.join(30.0)
-        assert (on_its_own, value) == (True, 2)
-    finally:
-        cache.close()
+    cache = unreadable
+    slow = Slow(cache)
+    first, _, _ = _in_thread(lambda: slow.load("u1"))
+    assert slow.entered.wait(30.0)
+    slow.truth["u1"] = 2
+    cache.invalidate(user="u1")  # fail-open: queued (I8)
+    assert cache.engine.queued >= 1
+    on_its_own, value = _second_caller(slow)
+    first.join(30.0)
+    assert (on_its_own, value) == (True, 2)
 
 
 def test_unstamped_callers_still_join_one_computation_when_nothing_was_invalidated(
-    redis_proxy: TcpProxy,
+    unreadable: tc.Cache,
 ) -> None:
     """The other side of the rule above: with Redis unreadable and no invalidation, a second
     caller joins the first one's computation (I5), it does not compute again."""
-    cache = tc.Cache(redis_proxy.url, op_timeout=0.25, health_check_interval=0, lock_timeout=60)
-    try:
-        assert cache.wait_ready(10.0)
-        redis_proxy.refuse()
-        redis_proxy.cut()
-        slow = Slow(cache)
-        first, first_out, _ = _in_thread(lambda: slow.load("u1"))
-        assert slow.entered.wait(30.0)
-        second, second_out, second_done = _in_thread(lambda: slow.load("u1"))
-        flight = cache.engine.flights.sync[slow.load.cache_key("u1")]
-        assert eventually(lambda: flight.done is not None), "the second caller waits on the first"
-        assert not second_done.is_set()
-        slow.release.set()
-        first.join(30.0)
-        second.join(30.0)
-        assert (first_out["value"], second_out["value"], slow.calls) == (1, 1, 1)
-    finally:
-        cache.close()
+    cache = unreadable
+    slow = Slow(cache)
+    first, first_out, _ = _in_thread(lambda: slow.load("u1"))
+    assert slow.entered.wait(30.0)
+    second, second_out, second_done = _in_thread(lambda: slow.load("u1"))
+    flight = cache.engine.flights.sync[slow.load.cache_key("u1")]
+    assert eventually(lambda: flight.done is not None), "the second caller waits on the first"
+    assert not second_done.is_set()
+    slow.release.set()
+    first.join(30.0)
+    second.join(30.0)
+    assert (first_out["value"], second_out["value"], slow.calls) == (1, 1, 1)
 
 
 def test_a_version_gone_back_in_redis_is_invalidated_again(redis_url: str) -> None:
@@ -182,7 +169,7 @@ def test_a_version_gone_back_in_redis_is_invalidated_again(redis_url: str) -> No
         admin.set(tag_key, old_version)
         before = cache.stats()["channel"]["reconnects"]
         cache.engine.link.kick()
-        assert eventually(lambda: _reconnected(cache, before)), "channel back"
+        assert eventually(reconnected(cache, before)), "channel back"
         assert [load("u1") for _ in range(3)] == [2] * 3  # never entry 1
         assert cache.stats()["adopted_invalidations"]["reissued"] == 1
         assert eventually(lambda: cache.engine.queued == 0), "the invalidation issued again lands"
