@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import typing
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -194,6 +195,36 @@ def test_models_pickle_with_the_standard_library() -> None:
 def test_invalid_state_is_refused(make: Any) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+MODELS_WITH_DATES = [
+    (model, name)
+    for model in (
+        SessionState,
+        EmotionalState,
+        CharacterState,
+        TherapeuticGoal,
+        TherapeuticProgress,
+        NarrativeContext,
+        UserChoice,
+        UserPreferences,
+    )
+    for name, hint in typing.get_type_hints(model).items()
+    if datetime in (hint, *typing.get_args(hint))
+]
+
+
+def test_every_datetime_field_of_every_model_is_checked() -> None:
+    assert len(MODELS_WITH_DATES) >= 10  # the list below is not empty by mistake
+    for model, name in MODELS_WITH_DATES:
+        required = {
+            f.name: "x"
+            for f in dataclasses.fields(model)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        model(**required, **{name: T0})  # aware: accepted
+        with pytest.raises(ValueError, match=f"{model.__name__}.{name} must be timezone-aware"):
+            model(**required, **{name: datetime(2025, 1, 1)})
 
 
 def test_an_invalid_payload_does_not_decode_as_a_model() -> None:

@@ -11,6 +11,7 @@ comparing naive times in different zones would disagree about age.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -78,11 +79,18 @@ class EmotionalStateType(str, Enum):
     OVERWHELMED = "overwhelmed"
 
 
+@functools.cache
+def _datetime_fields(cls: type) -> tuple[str, ...]:
+    """The fields of the dataclass ``cls`` annotated as datetimes, looked up once per class: a
+    decode runs ``__post_init__``, and walking every field there cost more than the JSON parse."""
+    return tuple(f.name for f in dataclasses.fields(cls) if "datetime" in str(f.type))
+
+
 def _check_aware(obj: object) -> None:
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
+    for name in _datetime_fields(type(obj)):
+        value = getattr(obj, name)
         if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be timezone-aware")
+            raise ValueError(f"{type(obj).__name__}.{name} must be timezone-aware")
 
 
 def _check_unit(name: str, value: float) -> None:
