@@ -11,7 +11,6 @@ comparing naive times in different zones would disagree about age.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -79,11 +78,17 @@ class EmotionalStateType(str, Enum):
     OVERWHELMED = "overwhelmed"
 
 
-@functools.cache
+_DATETIME_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _datetime_fields(cls: type) -> tuple[str, ...]:
     """The fields of the dataclass ``cls`` annotated as datetimes, looked up once per class: a
     decode runs ``__post_init__``, and walking every field there cost more than the JSON parse."""
-    return tuple(f.name for f in dataclasses.fields(cls) if "datetime" in str(f.type))
+    names = _DATETIME_FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if "datetime" in str(f.type))
+        _DATETIME_FIELDS[cls] = names
+    return names
 
 
 def _check_aware(obj: object) -> None:
