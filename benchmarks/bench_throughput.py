@@ -247,14 +247,9 @@ async def run_tasks(
 def run_threads(url: str, quick: bool) -> dict[str, dict[int, Figures]]:
     rounds = 3 if quick else 7
     cache = tc.Cache(url, namespace="thru-sync", local_maxsize=0)
-    plain = tc.Cache(url, namespace="thru-sync", local_maxsize=0, pipelining=False)
 
     @cache.cached(kind="character", ttl=TTL)
     def load(i: int) -> dict[str, Any]:
-        return _value(i)
-
-    @plain.cached(kind="character", ttl=TTL)
-    def load_plain(i: int) -> dict[str, Any]:
         return _value(i)
 
     client = redis.Redis(
@@ -263,7 +258,6 @@ def run_threads(url: str, quick: bool) -> dict[str, dict[int, Figures]]:
     client.mset({f"raw:{i}": b"x" * 64 for i in range(KEYS)})
     systems: dict[str, Callable[[int], Any]] = {
         "tta-cache (sync)": load,
-        "tta-cache (sync) pipelining=False": load_plain,
         "redis-py pool=50": lambda i: client.get(f"raw:{i}"),
     }
     out: dict[str, dict[int, Figures]] = {}
@@ -281,7 +275,6 @@ def run_threads(url: str, quick: bool) -> dict[str, dict[int, Figures]]:
                     _threads(systems[name], threads, per, figures)
     finally:
         cache.close()
-        plain.close()
         client.close()
     return out
 

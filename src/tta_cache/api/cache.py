@@ -62,8 +62,8 @@ class Cache(RawAccess):
     ``max_connections`` pooled connections: a wait is counted in ``stats()["pool"]``, and one that
     runs out is a fail-open ``PoolTimeout`` the breaker does not count. Redis is
     PINGed every ``health_check_interval`` seconds (0: never) by a thread started on first use.
-    ``pipelining=True``: the Redis reads and fills of tasks of one event loop, or of threads, that
-    run while others' are on the wire go out together as one pipeline; a lone call is sent at once.
+    ``pipelining=True`` (asyncio): the Redis reads and fills of tasks of one event loop that run
+    while others' are on the wire go out together as one pipeline; a lone call is sent at once.
     ``bump_replicas=n`` (standalone and Sentinel, or the URL's ``?bump_replicas=``): an
     invalidation lands only once ``n`` replicas acknowledge its tag bump (``WAIT``, bounded by
     ``op_timeout``); until then it is queued, this process serves nothing it covers, and it is

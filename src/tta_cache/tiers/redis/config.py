@@ -80,8 +80,7 @@ class RedisConfig:
     # this long, and then a counted fail-open miss beats hanging. See docs/operations.md.
     pool_timeout: float = 10.0
     health_check_interval: float = 30.0
-    # concurrent hot commands of one event loop (.autopipe) or of threads (.threadpipe) go out
-    # as one pipeline
+    # asyncio: concurrent hot commands of one event loop go out as one pipeline (.autopipe)
     pipelining: bool = True
     # Replicas that must acknowledge a tag bump (WAIT) before the invalidation counts as landed:
     # an acknowledged INCR the master had not replicated is lost in a failover (docs/reliability.md)

@@ -23,7 +23,6 @@ from .lane import Lane
 from .pools import pool_usage
 from .replies import Read
 from .scripts import PIPELINED, Scripts
-from .threadpipe import ThreadPipe
 
 __all__ = ["RedisTier"]
 
@@ -36,10 +35,7 @@ class RedisTier(TierBase):
     def __init__(self, cfg: RedisConfig, tag_ttl: Callable[[], int]) -> None:
         super().__init__(cfg, tag_ttl)
         self.client = make_sync_client(cfg, figures=self.figures)
-        lane = Lane(self.client.connection_pool, self.lane_size) if self.lane_size else None
-        if lane is not None and cfg.pipelining:
-            lane = ThreadPipe(lane)  # type: ignore[assignment]
-        self.lane = lane
+        self.lane = Lane(self.client.connection_pool, self.lane_size) if self.lane_size else None
         self.scripts = Scripts.register(self.client)
 
     def get(self, key: str) -> bytes | None:
