@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import tta_cache as tc
 from helpers.caches import aclose_all
 from helpers.proxy import TcpProxy
 from helpers.redis_server import RedisServer
+from helpers.waiting import eventually
 from tta_cache.testing import FakeClock
 
 MakeCache = Callable[..., tc.Cache]
@@ -44,15 +44,6 @@ async def amake(caplog: pytest.LogCaptureFixture) -> AsyncIterator[MakeCache]:
 
     yield factory
     await aclose_all(made)
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def counting(cache: tc.Cache, **options: Any) -> tuple[Any, list[str]]:

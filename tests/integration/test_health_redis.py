@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import warnings
-from collections.abc import Callable
 
 import tta_cache as tc
 from helpers.redis_server import RedisServer
+from helpers.waiting import eventually
 
 WAIT = 10.0
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_healthy_report_has_latency_breaker_pool_connection_and_stats(redis_url: str) -> None:

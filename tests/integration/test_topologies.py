@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import tta_cache as tc
 from helpers.redis_server import RedisServer
+from helpers.waiting import eventually
 
 WAIT = 10.0
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture(params=["cluster", "sentinel"])
